@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod convai2;
+mod error;
+pub mod linear;
+mod matrix;
+
+pub use error::TasksError;
+pub use matrix::Matrix;
