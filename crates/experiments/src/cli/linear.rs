@@ -1,0 +1,265 @@
+//! `adaptable linear`: run sweeps of the linear suite.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ExperimentError,
+    device::Backend,
+    io::{ensure_writable_dir, write_atomic},
+    linear::{
+        LinearExperimentConfig, LinearReportInput, RunOptions, SummaryRecord, Sweep,
+        render_linear_report, run_sweep, write_sweep_outputs,
+    },
+};
+
+/// Options of `adaptable linear`.
+#[derive(Debug, Clone, Args)]
+pub struct LinearArgs {
+    /// Which sweep: d, T, N, n, k (or dim, tasks, retrain-samples, finetune-samples, rank), or all.
+    #[arg(long, default_value = "all")]
+    pub sweep: String,
+    /// Output directory; each sweep writes into `<out>/<sweep>/`.
+    #[arg(long, default_value = "results/linear")]
+    pub out: PathBuf,
+    /// Runs per sweep value [default: from the config, 5].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Root seed [default: from the config, 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Retrain on the infinite-sample (population) loss instead of the N-sample loss.
+    #[arg(long)]
+    pub population: bool,
+    /// A TOML configuration [default: the built-in crates/experiments/configs/linear.toml].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
+    #[arg(long, default_value = "ndarray")]
+    pub device: String,
+    /// Recompute sweeps even when finished results with the same configuration exist.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Also write the Markdown report here (figures are copied next to it).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// What a finished sweep directory records about how it was made, to decide whether a rerun may
+/// reuse it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SweepManifest {
+    config: LinearExperimentConfig,
+    device: String,
+    seconds: f64,
+}
+
+/// Runs `adaptable linear`.
+pub fn run_linear(args: &LinearArgs, quiet: bool) -> Result<(), ExperimentError> {
+    let sweeps = Sweep::parse_selection(&args.sweep)?;
+    let backend: Backend = args.device.parse()?;
+    let mut config = match &args.config {
+        Some(path) => LinearExperimentConfig::load(path)?,
+        None => LinearExperimentConfig::default(),
+    };
+    if let Some(runs) = args.runs {
+        if runs == 0 {
+            return Err(ExperimentError::InvalidOption("--runs must be at least 1".into()));
+        }
+        config.runs = runs;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    config.population |= args.population;
+    for &sweep in &sweeps {
+        config.sweep(sweep)?;
+    }
+    ensure_writable_dir(&args.out)?;
+    let options = RunOptions {
+        device: backend.device()?,
+    };
+
+    let total: usize = sweeps
+        .iter()
+        .map(|&s| config.sweep(s).map_or(0, |spec| spec.values.len()))
+        .sum();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} sweep values, {elapsed} (ETA {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut finished = Vec::new();
+    for &sweep in &sweeps {
+        let dir = args.out.join(sweep.symbol());
+        bar.set_prefix(format!("vary {sweep}"));
+        if !args.fresh
+            && let Some(records) = reusable(&dir, &config, backend)?
+        {
+            tracing::info!(sweep = %sweep, dir = %dir.display(), "finished results with this configuration exist; skipping (use --fresh to recompute)");
+            bar.inc(config.sweep(sweep)?.values.len() as u64);
+            finished.push((sweep, records));
+            continue;
+        }
+        let sweep_started = Instant::now();
+        let result = run_sweep(&config, sweep, &options, |_| bar.inc(1))?;
+        write_sweep_outputs(&dir, &result)?;
+        let manifest = SweepManifest {
+            config: config.clone(),
+            device: backend.name().into(),
+            seconds: sweep_started.elapsed().as_secs_f64(),
+        };
+        write_json(&dir.join("manifest.json"), &manifest)?;
+        tracing::info!(sweep = %sweep, seconds = manifest.seconds, dir = %dir.display(), "sweep written");
+        finished.push((sweep, result.summary));
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    for (sweep, records) in &finished {
+        eprintln!("{}", one_line_summary(*sweep, records));
+    }
+    eprintln!(
+        "linear suite: {} sweep(s) in {elapsed:.1} s; results in {}",
+        finished.len(),
+        args.out.display()
+    );
+    if let Some(report) = &args.report {
+        write_report(report, args, &config, backend, &finished)?;
+        eprintln!("report: {}", report.display());
+    }
+    Ok(())
+}
+
+fn reusable(
+    dir: &Path,
+    config: &LinearExperimentConfig,
+    backend: Backend,
+) -> Result<Option<Vec<SummaryRecord>>, ExperimentError> {
+    let (summary, manifest) = (dir.join("summary.json"), dir.join("manifest.json"));
+    if !summary.exists() || !manifest.exists() {
+        return Ok(None);
+    }
+    let Ok(m) = read_json::<SweepManifest>(&manifest) else {
+        return Ok(None);
+    };
+    if &m.config != config || m.device != backend.name() {
+        return Ok(None);
+    }
+    read_json(&summary).map(Some)
+}
+
+fn one_line_summary(sweep: Sweep, records: &[SummaryRecord]) -> String {
+    let mut parts = Vec::new();
+    let mut values: Vec<f64> = records.iter().map(|r| r.value).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    for v in values {
+        let mean = |m: &str| {
+            let xs: Vec<f64> = records
+                .iter()
+                .filter(|r| r.value == v && r.method.id() == m)
+                .map(|r| r.final_population_loss)
+                .collect();
+            xs.iter().sum::<f64>() / xs.len().max(1) as f64
+        };
+        parts.push(format!(
+            "{sweep}={v}: SR {:.1e} vs LoRA-ML {:.1e}",
+            mean("sr"),
+            mean("lora-ml")
+        ));
+    }
+    format!("vary {sweep} (population loss after fine-tuning): {}", parts.join("; "))
+}
+
+fn write_report(
+    report: &Path,
+    args: &LinearArgs,
+    config: &LinearExperimentConfig,
+    backend: Backend,
+    finished: &[(Sweep, Vec<SummaryRecord>)],
+) -> Result<(), ExperimentError> {
+    let report_dir = report.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fig_dir_name = report
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("linear")
+        .to_string();
+    let fig_dir = report_dir.join(&fig_dir_name);
+    let mut figures = Vec::new();
+    let mut seconds = 0.0;
+    for (sweep, _) in finished {
+        let dir = args.out.join(sweep.symbol());
+        if let Ok(m) = read_json::<SweepManifest>(&dir.join("manifest.json")) {
+            seconds += m.seconds;
+        }
+        for ext in ["png", "svg"] {
+            let name = format!("vary-{}.{ext}", sweep.symbol());
+            let bytes = std::fs::read(dir.join(&name)).map_err(|source| ExperimentError::Io {
+                path: dir.join(&name),
+                source,
+            })?;
+            write_atomic(&fig_dir.join(&name), &bytes)?;
+        }
+        figures.push((*sweep, format!("{fig_dir_name}/vary-{}.png", sweep.symbol())));
+    }
+    let input = LinearReportInput {
+        sweeps: finished.to_vec(),
+        figures,
+        command: std::env::var("ADAPTABLE_COMMAND").unwrap_or_else(|_| {
+            format!(
+                "adaptable linear --sweep {} --runs {} --seed {}{}",
+                args.sweep,
+                config.runs,
+                config.seed,
+                if config.population { " --population" } else { "" }
+            )
+        }),
+        wall_seconds: Some(seconds),
+        provenance: vec![
+            format!("backend: {}, CPUs: {}", backend.name(), available_cpus()),
+            format!(
+                "seed {}, {} runs per value, retraining objective: {}",
+                config.seed,
+                config.runs,
+                if config.population { "population" } else { "finite-sample (N per task)" }
+            ),
+            format!("adaptable {}", env!("CARGO_PKG_VERSION")),
+        ],
+    };
+    write_atomic(report, render_linear_report(&input).as_bytes())
+}
+
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| ExperimentError::Results {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, text.as_bytes())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ExperimentError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ExperimentError::Results {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

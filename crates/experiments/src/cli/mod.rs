@@ -1,0 +1,55 @@
+//! The `adaptable` command-line tool: argument parsing and the subcommands.
+
+mod linear;
+
+use clap::{Parser, Subcommand};
+
+pub use linear::{LinearArgs, run_linear};
+
+use crate::ExperimentError;
+
+/// Meta-learning adaptable foundation models: experiments of Block et al. (arXiv 2410.22264).
+#[derive(Debug, Parser)]
+#[command(name = "adaptable", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors (no progress bars, no info logs).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run sweeps of the linear theory suite (paper Figure 1) and write curves, summaries and figures.
+    Linear(LinearArgs),
+}
+
+/// Sets up `tracing` output on stderr: `RUST_LOG` if set, otherwise from `-v`/`-q`.
+pub fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), ExperimentError> {
+    match cli.command {
+        Command::Linear(args) => run_linear(&args, cli.quiet),
+    }
+}

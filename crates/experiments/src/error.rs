@@ -1,0 +1,67 @@
+//! The crate's error type: every message names what failed and where, on one line.
+
+use std::path::PathBuf;
+
+/// Everything that can stop an experiment.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// A configuration file that is not valid TOML or has unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column when known.
+        message: String,
+    },
+    /// A sweep name that does not exist.
+    #[error("unknown sweep `{0}`; expected one of: d, T, N, n, k, all")]
+    UnknownSweep(String),
+    /// A sweep value that is not a positive integer.
+    #[error("sweep `{sweep}`: value {value} is not a positive integer")]
+    InvalidSweepValue {
+        /// The sweep.
+        sweep: String,
+        /// The offending value.
+        value: String,
+    },
+    /// An option that is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// A backend that is unknown or was not compiled in.
+    #[error("{0}")]
+    Device(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A results file could not be parsed.
+    #[error("{path}: {message}")]
+    Results {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A figure could not be drawn.
+    #[error("cannot draw {path}: {message}")]
+    Plot {
+        /// The figure file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+    /// Invalid task parameters.
+    #[error(transparent)]
+    Tasks(#[from] adaptable_tasks::TasksError),
+    /// Retraining or fine-tuning failed.
+    #[error(transparent)]
+    Meta(#[from] adaptable_meta::MetaError),
+    /// An adapter could not be built.
+    #[error(transparent)]
+    Lora(#[from] adaptable_lora::LoraError),
+}

@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod device;
+mod error;
+pub mod io;
+pub mod linear;
+pub mod plot;
+pub mod seed;
+
+pub use error::ExperimentError;

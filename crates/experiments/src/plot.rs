@@ -1,0 +1,173 @@
+//! Figures: log-scale fine-tuning curves with min–max bands, as SVG or PNG.
+
+use std::{path::Path, sync::Once};
+
+use plotters::{
+    coord::Shift,
+    element::DashedPathElement,
+    prelude::*,
+    style::{FontStyle, register_font},
+};
+
+use crate::{
+    ExperimentError,
+    linear::{CurveRow, Method, SweepResult},
+};
+
+/// DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`), embedded so that PNG
+/// figures render text identically on machines without system fonts.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn register_embedded_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in and known to parse; a failure would only lose the labels.
+        if register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("embedded font did not load; figure text will be missing");
+        }
+    });
+}
+
+/// Draws the fine-tuning curves of a sweep to `path` (`.svg` or `.png`), atomically.
+pub fn draw_sweep_figure(path: &Path, result: &SweepResult) -> Result<(), ExperimentError> {
+    register_embedded_font();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    // The image encoder picks the format from the extension, so the temporary file keeps it.
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp.{ext}",
+        path.file_stem().and_then(|s| s.to_str()).unwrap_or("figure"),
+        std::process::id()
+    ));
+    let plot_err = |message: String| ExperimentError::Plot {
+        path: path.to_path_buf(),
+        message,
+    };
+    let size = (1000, 640);
+    match ext {
+        "svg" => {
+            let root = SVGBackend::new(&tmp, size).into_drawing_area();
+            draw(&root, result).map_err(plot_err)?;
+            root.present().map_err(|e| plot_err(e.to_string()))?;
+        }
+        "png" => {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            draw(&root, result).map_err(plot_err)?;
+            root.present().map_err(|e| plot_err(e.to_string()))?;
+        }
+        other => return Err(plot_err(format!("unsupported figure format `{other}`"))),
+    }
+    std::fs::rename(&tmp, path).map_err(|source| ExperimentError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, result: &SweepResult) -> Result<(), String> {
+    let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    let rows = &result.curves;
+    let max_iter = rows.iter().map(|r| r.iteration).max().unwrap_or(1).max(1);
+    let lo = rows
+        .iter()
+        .map(|r| r.min)
+        .filter(|&v| positive(v))
+        .fold(f64::INFINITY, f64::min);
+    let hi = rows
+        .iter()
+        .map(|r| r.max)
+        .filter(|&v| positive(v))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi.is_finite() {
+        (lo / 2.0, hi * 2.0)
+    } else {
+        (1e-6, 1.0)
+    };
+    let sweep = result.sweep;
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!("Fine-tuning on an unseen task, varying {}", sweep.description()),
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .margin_right(30)
+        .x_label_area_size(45)
+        .y_label_area_size(75)
+        .build_cartesian_2d(0..max_iter, (lo..hi).log_scale())
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("Iteration")
+        .y_desc("Test Task Loss")
+        .label_style(("sans-serif", 15))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()
+        .map_err(e)?;
+
+    let mut values: Vec<f64> = rows.iter().map(|r| r.value).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    for (i, &value) in values.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        for method in Method::ALL {
+            let curve: Vec<&CurveRow> = rows
+                .iter()
+                .filter(|r| r.value == value && r.method == method)
+                .collect();
+            let band: Vec<(usize, f64)> = curve
+                .iter()
+                .map(|r| (r.iteration, r.max.max(lo)))
+                .chain(curve.iter().rev().map(|r| (r.iteration, r.min.max(lo))))
+                .collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(band, colour.mix(0.15).filled())))
+                .map_err(e)?;
+            let mean = curve.iter().map(|r| (r.iteration, r.mean.max(lo)));
+            let label = format!("{}={}, {}", sweep.symbol(), value, method.label());
+            let style = colour.stroke_width(2);
+            match method {
+                Method::LoraMl => {
+                    chart
+                        .draw_series(LineSeries::new(mean, style))
+                        .map_err(e)?
+                        .label(label)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
+                        });
+                }
+                Method::Standard => {
+                    chart
+                        .draw_series(DashedLineSeries::new(mean, 10, 6, style))
+                        .map_err(e)?
+                        .label(label)
+                        .legend(move |(x, y)| {
+                            DashedPathElement::new(
+                                vec![(x, y), (x + 24, y)].into_iter(),
+                                6,
+                                4,
+                                colour.stroke_width(2),
+                            )
+                        });
+                }
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Bad input to `adaptable linear` gives one clear line on stderr and a non-zero exit, never a panic.
+
+use std::process::{Command, Output};
+
+fn adaptable(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adaptable"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run adaptable")
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("adaptable-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert!(errors[0].contains(needle), "`{needle}` not in: {stderr}");
+}
+
+#[test]
+fn unknown_sweep_is_named() {
+    let out = adaptable(&["-q", "linear", "--sweep", "q", "--out", scratch("sweep").to_str().unwrap()]);
+    assert_one_line_error(&out, "unknown sweep `q`");
+}
+
+#[test]
+fn zero_dimension_is_rejected_with_the_key() {
+    let dir = scratch("zero");
+    let config = dir.join("zero.toml");
+    std::fs::write(&config, "[task]\ndim = 0\n").unwrap();
+    let out = adaptable(&[
+        "-q", "linear", "--sweep", "T", "--config", config.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "`dim` must be at least 1");
+}
+
+#[test]
+fn negative_dimension_and_malformed_toml_name_the_line() {
+    let dir = scratch("toml");
+    let negative = dir.join("negative.toml");
+    std::fs::write(&negative, "runs = 2\n[task]\ndim = -4\n").unwrap();
+    let out = adaptable(&[
+        "-q", "linear", "--config", negative.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "negative.toml: line 3");
+
+    let malformed = dir.join("malformed.toml");
+    std::fs::write(&malformed, "runs = [1,\n").unwrap();
+    let out = adaptable(&[
+        "-q", "linear", "--config", malformed.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "malformed.toml: line");
+
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "[lora_ml]\nouter_step = 3\n").unwrap();
+    let out = adaptable(&[
+        "-q", "linear", "--config", unknown.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "outer_step");
+}
+
+#[test]
+fn zero_runs_and_unknown_device_are_rejected() {
+    let dir = scratch("runs");
+    let out = adaptable(&["-q", "linear", "--runs", "0", "--out", dir.to_str().unwrap()]);
+    assert_one_line_error(&out, "--runs must be at least 1");
+    let out = adaptable(&["-q", "linear", "--device", "tpu", "--out", dir.to_str().unwrap()]);
+    assert_one_line_error(&out, "unknown device `tpu`");
+}
+
+#[test]
+fn outside_the_independence_assumption_runs_with_a_warning() {
+    let dir = scratch("warn");
+    let config = dir.join("k3.toml");
+    std::fs::write(
+        &config,
+        "runs = 1\n[standard]\nsteps = 20\n[lora_ml]\nouter_steps = 20\n\
+         [sweeps.k]\nvalues = [3]\nfinetune_steps = 10\n",
+    )
+    .unwrap();
+    let out = adaptable(&[
+        "linear", "--sweep", "k", "--config", config.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Remark 1") && stderr.contains("k(T+1) = 12 > d = 10"), "{stderr}");
+    assert!(dir.join("k/summary.json").exists());
+}
