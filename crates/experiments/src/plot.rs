@@ -40,11 +40,16 @@ fn register_embedded_font() {
 /// Draws the fine-tuning curves of a sweep to `path` (`.svg` or `.png`), atomically.
 pub fn draw_sweep_figure(path: &Path, result: &SweepResult) -> Result<(), ExperimentError> {
     register_embedded_font();
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
     // The image encoder picks the format from the extension, so the temporary file keeps it.
     let tmp = path.with_file_name(format!(
         ".{}.{}.tmp.{ext}",
-        path.file_stem().and_then(|s| s.to_str()).unwrap_or("figure"),
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("figure"),
         std::process::id()
     ));
     let plot_err = |message: String| ExperimentError::Plot {
@@ -71,7 +76,10 @@ pub fn draw_sweep_figure(path: &Path, result: &SweepResult) -> Result<(), Experi
     })
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, result: &SweepResult) -> Result<(), String> {
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    result: &SweepResult,
+) -> Result<(), String> {
     let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
     root.fill(&WHITE).map_err(e)?;
     let positive = |v: f64| v.is_finite() && v > 0.0;
@@ -95,7 +103,10 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, result: &SweepResult)
     let sweep = result.sweep;
     let mut chart = ChartBuilder::on(root)
         .caption(
-            format!("Fine-tuning on an unseen task, varying {}", sweep.description()),
+            format!(
+                "Fine-tuning on an unseen task, varying {}",
+                sweep.description()
+            ),
             ("sans-serif", 22),
         )
         .margin(12)
@@ -129,7 +140,10 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, result: &SweepResult)
                 .chain(curve.iter().rev().map(|r| (r.iteration, r.min.max(lo))))
                 .collect();
             chart
-                .draw_series(std::iter::once(Polygon::new(band, colour.mix(0.15).filled())))
+                .draw_series(std::iter::once(Polygon::new(
+                    band,
+                    colour.mix(0.15).filled(),
+                )))
                 .map_err(e)?;
             let mean = curve.iter().map(|r| (r.iteration, r.mean.max(lo)));
             let label = format!("{}={}, {}", sweep.symbol(), value, method.label());
@@ -151,7 +165,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, result: &SweepResult)
                         .label(label)
                         .legend(move |(x, y)| {
                             DashedPathElement::new(
-                                vec![(x, y), (x + 24, y)].into_iter(),
+                                vec![(x, y), (x + 24, y)],
                                 6,
                                 4,
                                 colour.stroke_width(2),

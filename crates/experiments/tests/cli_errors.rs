@@ -27,7 +27,14 @@ fn assert_one_line_error(out: &Output, needle: &str) {
 
 #[test]
 fn unknown_sweep_is_named() {
-    let out = adaptable(&["-q", "linear", "--sweep", "q", "--out", scratch("sweep").to_str().unwrap()]);
+    let out = adaptable(&[
+        "-q",
+        "linear",
+        "--sweep",
+        "q",
+        "--out",
+        scratch("sweep").to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, "unknown sweep `q`");
 }
 
@@ -37,7 +44,14 @@ fn zero_dimension_is_rejected_with_the_key() {
     let config = dir.join("zero.toml");
     std::fs::write(&config, "[task]\ndim = 0\n").unwrap();
     let out = adaptable(&[
-        "-q", "linear", "--sweep", "T", "--config", config.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+        "-q",
+        "linear",
+        "--sweep",
+        "T",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, "`dim` must be at least 1");
 }
@@ -48,21 +62,36 @@ fn negative_dimension_and_malformed_toml_name_the_line() {
     let negative = dir.join("negative.toml");
     std::fs::write(&negative, "runs = 2\n[task]\ndim = -4\n").unwrap();
     let out = adaptable(&[
-        "-q", "linear", "--config", negative.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+        "-q",
+        "linear",
+        "--config",
+        negative.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, "negative.toml: line 3");
 
     let malformed = dir.join("malformed.toml");
     std::fs::write(&malformed, "runs = [1,\n").unwrap();
     let out = adaptable(&[
-        "-q", "linear", "--config", malformed.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+        "-q",
+        "linear",
+        "--config",
+        malformed.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, "malformed.toml: line");
 
     let unknown = dir.join("unknown.toml");
     std::fs::write(&unknown, "[lora_ml]\nouter_step = 3\n").unwrap();
     let out = adaptable(&[
-        "-q", "linear", "--config", unknown.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+        "-q",
+        "linear",
+        "--config",
+        unknown.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, "outer_step");
 }
@@ -70,9 +99,23 @@ fn negative_dimension_and_malformed_toml_name_the_line() {
 #[test]
 fn zero_runs_and_unknown_device_are_rejected() {
     let dir = scratch("runs");
-    let out = adaptable(&["-q", "linear", "--runs", "0", "--out", dir.to_str().unwrap()]);
+    let out = adaptable(&[
+        "-q",
+        "linear",
+        "--runs",
+        "0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, "--runs must be at least 1");
-    let out = adaptable(&["-q", "linear", "--device", "tpu", "--out", dir.to_str().unwrap()]);
+    let out = adaptable(&[
+        "-q",
+        "linear",
+        "--device",
+        "tpu",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, "unknown device `tpu`");
 }
 
@@ -87,10 +130,19 @@ fn outside_the_independence_assumption_runs_with_a_warning() {
     )
     .unwrap();
     let out = adaptable(&[
-        "linear", "--sweep", "k", "--config", config.to_str().unwrap(), "--out", dir.to_str().unwrap(),
+        "linear",
+        "--sweep",
+        "k",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("Remark 1") && stderr.contains("k(T+1) = 12 > d = 10"), "{stderr}");
+    assert!(
+        stderr.contains("Remark 1") && stderr.contains("k(T+1) = 12 > d = 10"),
+        "{stderr}"
+    );
     assert!(dir.join("k/summary.json").exists());
 }

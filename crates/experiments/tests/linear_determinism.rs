@@ -1,6 +1,6 @@
 //! Same seed, same results: the written `summary.json` is byte-identical across runs on the CPU.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use adaptable_experiments::{
     device::Backend,
@@ -21,7 +21,7 @@ fn short_config(seed: u64) -> LinearExperimentConfig {
     c
 }
 
-fn run_into(dir: &PathBuf, seed: u64) -> String {
+fn run_into(dir: &Path, seed: u64) -> String {
     let options = RunOptions {
         device: Backend::Ndarray.device().unwrap(),
     };

@@ -200,7 +200,7 @@ pub struct MatrixAdapterBank {
 impl MatrixAdapterBank {
     /// Wraps stacked factors holding `tasks` adapters per group.
     pub fn new(factors: LowRankFactors, tasks: usize) -> Result<Self, LoraError> {
-        if tasks == 0 || factors.batch() % tasks != 0 {
+        if tasks == 0 || !factors.batch().is_multiple_of(tasks) {
             return Err(LoraError::ShapeMismatch {
                 what: "adapter bank (batch must be a multiple of the task count)".into(),
                 expected: vec![tasks.max(1) * (factors.batch() / tasks.max(1)).max(1)],

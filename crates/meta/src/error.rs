@@ -6,7 +6,9 @@ use adaptable_lora::LoraError;
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     /// The training loss became NaN or infinite.
-    #[error("{method}: loss became {value} at step {step}; lower the learning rate or check the data")]
+    #[error(
+        "{method}: loss became {value} at step {step}; lower the learning rate or check the data"
+    )]
     NonFinite {
         /// Which algorithm diverged.
         method: &'static str,

@@ -36,7 +36,9 @@ fn loss_from_statistics_equals_the_loss_on_the_samples() {
     let stats: Vec<_> = samples.iter().map(|s| s.statistics()).collect();
     let batched = BatchedStatistics::from_statistics(&stats, &device).unwrap();
     let mut rng = StdRng::seed_from_u64(1);
-    let ms: Vec<_> = (0..2).map(|_| gaussian_matrix(4, 4, 1.0, &mut rng)).collect();
+    let ms: Vec<_> = (0..2)
+        .map(|_| gaussian_matrix(4, 4, 1.0, &mut rng))
+        .collect();
     let m_tensor = Tensor::<3>::from_data(
         TensorData::new(ms.iter().flat_map(|m| m.to_f32_vec()).collect(), [2, 4, 4]),
         &device,
@@ -45,7 +47,11 @@ fn loss_from_statistics_equals_the_loss_on_the_samples() {
     for (b, (m, s)) in ms.iter().zip(&samples).enumerate() {
         let residual = s.y.sub(&m.matmul(&s.x));
         let direct = residual.frobenius_sq() / (2.0 * s.len() as f64);
-        assert!((ours[b] - direct).abs() <= 1e-4 * direct.max(1.0), "{} vs {direct}", ours[b]);
+        assert!(
+            (ours[b] - direct).abs() <= 1e-4 * direct.max(1.0),
+            "{} vs {direct}",
+            ours[b]
+        );
     }
 }
 
@@ -80,10 +86,20 @@ fn gradient_matches_autodiff_and_finite_differences() {
         .sum();
     let grads = loss.backward();
     let close = |x: &[f32], y: &[f32], tol: f32| {
-        x.iter().zip(y).all(|(p, q)| (p - q).abs() <= tol * (1.0 + q.abs()))
+        x.iter()
+            .zip(y)
+            .all(|(p, q)| (p - q).abs() <= tol * (1.0 + q.abs()))
     };
-    assert!(close(&vec(g.clone()), &vec(a_ad.grad(&grads).unwrap()), 1e-4));
-    assert!(close(&vec(analytic_u.clone()), &vec(u_ad.grad(&grads).unwrap()), 1e-4));
+    assert!(close(
+        &vec(g.clone()),
+        &vec(a_ad.grad(&grads).unwrap()),
+        1e-4
+    ));
+    assert!(close(
+        &vec(analytic_u.clone()),
+        &vec(u_ad.grad(&grads).unwrap()),
+        1e-4
+    ));
 
     // Central finite differences in f64 through the sample loss, on a few coordinates of U.
     let u0 = vec(factors.u().clone());
@@ -96,7 +112,8 @@ fn gradient_matches_autodiff_and_finite_differences() {
             .map(|(b, s)| {
                 let d = 4;
                 let m = adaptable_tasks::Matrix::from_fn(d, d, |i, j| {
-                    f64::from(a0[b * 16 + i * d + j]) + f64::from(u[b * d + i]) * f64::from(u[b * d + j])
+                    f64::from(a0[b * 16 + i * d + j])
+                        + f64::from(u[b * d + i]) * f64::from(u[b * d + j])
                 });
                 s.y.sub(&m.matmul(&s.x)).frobenius_sq() / (2.0 * s.len() as f64)
             })
@@ -110,6 +127,9 @@ fn gradient_matches_autodiff_and_finite_differences() {
         minus[idx] -= h;
         let fd = (loss_at(&plus) - loss_at(&minus)) / (2.0 * f64::from(h));
         let an = f64::from(analytic_u[idx]);
-        assert!((fd - an).abs() <= 2e-3 * (1.0 + an.abs()), "coordinate {idx}: fd {fd} vs analytic {an}");
+        assert!(
+            (fd - an).abs() <= 2e-3 * (1.0 + an.abs()),
+            "coordinate {idx}: fd {fd} vs analytic {an}"
+        );
     }
 }

@@ -18,12 +18,17 @@ fn device() -> Device {
 
 fn distance(a: Tensor<3>, m: &Matrix) -> f64 {
     let v = a.try_into_vec_as::<f64>().unwrap();
-    v.iter().zip(m.as_slice()).map(|(x, y)| (x - y).powi(2)).sum()
+    v.iter()
+        .zip(m.as_slice())
+        .map(|(x, y)| (x - y).powi(2))
+        .sum()
 }
 
 fn population(config: &LinearTaskConfig, seed: u64) -> (LinearTaskFamily, BatchedStatistics) {
     let family = LinearTaskFamily::generate(config, seed).unwrap();
-    let stats: Vec<_> = (0..config.tasks).map(|t| family.population_statistics(t)).collect();
+    let stats: Vec<_> = (0..config.tasks)
+        .map(|t| family.population_statistics(t))
+        .collect();
     let stats = BatchedStatistics::from_statistics(&stats, &device()).unwrap();
     (family, stats)
 }
@@ -32,7 +37,8 @@ fn population(config: &LinearTaskConfig, seed: u64) -> (LinearTaskFamily, Batche
 fn standard_retraining_converges_to_the_mean_of_the_tasks() {
     let config = LinearTaskConfig::default();
     let (family, stats) = population(&config, 1);
-    let sr = standard_retraining(&stats, config.tasks, &StandardRetrainingConfig::default()).unwrap();
+    let sr =
+        standard_retraining(&stats, config.tasks, &StandardRetrainingConfig::default()).unwrap();
     assert!(distance(sr.a_hat.clone(), &family.standard_retraining_limit()) < 1e-6);
     // ... which is a rank-kT perturbation away from A*.
     assert!(distance(sr.a_hat, family.a_star()) > 1.0);
@@ -43,7 +49,14 @@ fn lora_ml_recovers_a_star_for_three_tasks() {
     let config = LinearTaskConfig::default();
     let (family, stats) = population(&config, 2);
     let mut rng = StdRng::seed_from_u64(3);
-    let init = LowRankFactors::gaussian_symmetric(config.tasks, config.dim, config.rank, 0.1, &mut rng, &device());
+    let init = LowRankFactors::gaussian_symmetric(
+        config.tasks,
+        config.dim,
+        config.rank,
+        0.1,
+        &mut rng,
+        &device(),
+    );
     let bank = MatrixAdapterBank::new(init, config.tasks).unwrap();
     let out = lora_ml(&stats, bank, &LoraMlConfig::default()).unwrap();
     let dist = distance(out.a_hat, family.a_star());
@@ -56,8 +69,18 @@ fn lora_ml_recovers_a_star_for_three_tasks() {
 fn divergence_is_reported_with_the_step() {
     let config = LinearTaskConfig::default();
     let (_, stats) = population(&config, 4);
-    let err = standard_retraining(&stats, config.tasks, &StandardRetrainingConfig { steps: 1000, lr: 50.0 })
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("standard retraining") && err.contains("step 250"), "{err}");
+    let err = standard_retraining(
+        &stats,
+        config.tasks,
+        &StandardRetrainingConfig {
+            steps: 1000,
+            lr: 50.0,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("standard retraining") && err.contains("step 250"),
+        "{err}"
+    );
 }

@@ -15,7 +15,7 @@ use crate::{
     io::{ensure_writable_dir, write_atomic},
     linear::{
         LinearExperimentConfig, LinearReportInput, RunOptions, SummaryRecord, Sweep,
-        render_linear_report, run_sweep, write_sweep_outputs,
+        render_linear_report, run_sweep, run_sweep_value, write_sweep_outputs,
     },
 };
 
@@ -70,7 +70,9 @@ pub fn run_linear(args: &LinearArgs, quiet: bool) -> Result<(), ExperimentError>
     };
     if let Some(runs) = args.runs {
         if runs == 0 {
-            return Err(ExperimentError::InvalidOption("--runs must be at least 1".into()));
+            return Err(ExperimentError::InvalidOption(
+                "--runs must be at least 1".into(),
+            ));
         }
         config.runs = runs;
     }
@@ -96,9 +98,11 @@ pub fn run_linear(args: &LinearArgs, quiet: bool) -> Result<(), ExperimentError>
         ProgressBar::new(total as u64)
     };
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} sweep values, {elapsed} (ETA {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} sweep values, {elapsed} (ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let started = Instant::now();
     let mut finished = Vec::new();
@@ -180,7 +184,10 @@ fn one_line_summary(sweep: Sweep, records: &[SummaryRecord]) -> String {
             mean("lora-ml")
         ));
     }
-    format!("vary {sweep} (population loss after fine-tuning): {}", parts.join("; "))
+    format!(
+        "vary {sweep} (population loss after fine-tuning): {}",
+        parts.join("; ")
+    )
 }
 
 fn write_report(
@@ -190,7 +197,10 @@ fn write_report(
     backend: Backend,
     finished: &[(Sweep, Vec<SummaryRecord>)],
 ) -> Result<(), ExperimentError> {
-    let report_dir = report.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let report_dir = report
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let fig_dir_name = report
         .file_stem()
         .and_then(|s| s.to_str())
@@ -212,9 +222,26 @@ fn write_report(
             })?;
             write_atomic(&fig_dir.join(&name), &bytes)?;
         }
-        figures.push((*sweep, format!("{fig_dir_name}/vary-{}.png", sweep.symbol())));
+        figures.push((
+            *sweep,
+            format!("{fig_dir_name}/vary-{}.png", sweep.symbol()),
+        ));
     }
+    // The theorems are about the population objective: check them there too (about a second).
+    let population_check = if config.population || !config.sweeps.contains_key(&Sweep::Tasks) {
+        Vec::new()
+    } else {
+        let population = LinearExperimentConfig {
+            population: true,
+            ..config.clone()
+        };
+        let options = RunOptions {
+            device: backend.device()?,
+        };
+        run_sweep_value(&population, Sweep::Tasks, population.task.tasks, &options)?.0
+    };
     let input = LinearReportInput {
+        population_check,
         sweeps: finished.to_vec(),
         figures,
         command: std::env::var("ADAPTABLE_COMMAND").unwrap_or_else(|_| {
@@ -223,7 +250,11 @@ fn write_report(
                 args.sweep,
                 config.runs,
                 config.seed,
-                if config.population { " --population" } else { "" }
+                if config.population {
+                    " --population"
+                } else {
+                    ""
+                }
             )
         }),
         wall_seconds: Some(seconds),
@@ -233,7 +264,11 @@ fn write_report(
                 "seed {}, {} runs per value, retraining objective: {}",
                 config.seed,
                 config.runs,
-                if config.population { "population" } else { "finite-sample (N per task)" }
+                if config.population {
+                    "population"
+                } else {
+                    "finite-sample (N per task)"
+                }
             ),
             format!("adaptable {}", env!("CARGO_PKG_VERSION")),
         ],

@@ -1,9 +1,11 @@
 //! The `adaptable` command-line tool: argument parsing and the subcommands.
 
+mod convai2;
 mod linear;
 
 use clap::{Parser, Subcommand};
 
+pub use convai2::{Convai2Command, Convai2StatsArgs, run_convai2};
 pub use linear::{LinearArgs, run_linear};
 
 use crate::ExperimentError;
@@ -28,6 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Run sweeps of the linear theory suite (paper Figure 1) and write curves, summaries and figures.
     Linear(LinearArgs),
+    /// ConvAI2 persona tasks (`stats`).
+    #[command(subcommand)]
+    Convai2(Convai2Command),
 }
 
 /// Sets up `tracing` output on stderr: `RUST_LOG` if set, otherwise from `-v`/`-q`.
@@ -44,6 +49,7 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -51,5 +57,6 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
 pub fn run(cli: Cli) -> Result<(), ExperimentError> {
     match cli.command {
         Command::Linear(args) => run_linear(&args, cli.quiet),
+        Command::Convai2(command) => run_convai2(&command),
     }
 }

@@ -152,9 +152,11 @@ impl LinearExperimentConfig {
 
     /// The spec of `sweep`, or an error when the configuration does not define it.
     pub fn sweep(&self, sweep: Sweep) -> Result<&SweepSpec, ExperimentError> {
-        self.sweeps
-            .get(&sweep)
-            .ok_or_else(|| ExperimentError::InvalidOption(format!("sweep `{sweep}` is not defined in the configuration")))
+        self.sweeps.get(&sweep).ok_or_else(|| {
+            ExperimentError::InvalidOption(format!(
+                "sweep `{sweep}` is not defined in the configuration"
+            ))
+        })
     }
 }
 
@@ -178,7 +180,8 @@ mod tests {
 
     #[test]
     fn shipped_config_parses_and_matches_the_paper_defaults() {
-        let c = LinearExperimentConfig::from_toml(DEFAULT_CONFIG, Path::new("linear.toml")).unwrap();
+        let c =
+            LinearExperimentConfig::from_toml(DEFAULT_CONFIG, Path::new("linear.toml")).unwrap();
         assert_eq!(c, LinearExperimentConfig::default());
         assert_eq!(c.task, LinearTaskConfig::default());
         assert_eq!(c.lora_ml, LoraMlConfig::default());
@@ -191,9 +194,12 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named_with_their_line() {
-        let err = LinearExperimentConfig::from_toml("runs = 2\n[task]\ndimension = 4\n", Path::new("x.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = LinearExperimentConfig::from_toml(
+            "runs = 2\n[task]\ndimension = 4\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("x.toml: line 3"), "{err}");
         assert!(err.contains("dimension"), "{err}");
     }

@@ -119,9 +119,10 @@ pub fn write_sweep_outputs(dir: &Path, result: &SweepResult) -> Result<(), Exper
     let stem = format!("vary-{}", result.sweep.symbol());
     plot::draw_sweep_figure(&dir.join(format!("{stem}.svg")), result)?;
     plot::draw_sweep_figure(&dir.join(format!("{stem}.png")), result)?;
-    let json = serde_json::to_string_pretty(&result.summary).map_err(|e| ExperimentError::Results {
-        path: dir.join("summary.json"),
-        message: e.to_string(),
-    })?;
+    let json =
+        serde_json::to_string_pretty(&result.summary).map_err(|e| ExperimentError::Results {
+            path: dir.join("summary.json"),
+            message: e.to_string(),
+        })?;
     write_atomic(&dir.join("summary.json"), json.as_bytes())
 }

@@ -4,10 +4,7 @@ use adaptable_lora::{LowRankFactors, MatrixAdapterBank};
 use adaptable_meta::linear::{
     BatchedStatistics, FineTuneConfig, FineTuneOutcome, fine_tune, lora_ml, standard_retraining,
 };
-use adaptable_tasks::{
-    Matrix,
-    linear::LinearTaskFamily,
-};
+use adaptable_tasks::{Matrix, linear::LinearTaskFamily};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -84,14 +81,19 @@ pub fn run_sweep_value(
     for run in 0..runs {
         let run_label = format!("run{run}");
         let stream = |purpose: &str| {
-            StdRng::seed_from_u64(derive_seed(config.seed, &[sweep.symbol(), &label, &run_label, purpose]))
+            StdRng::seed_from_u64(derive_seed(
+                config.seed,
+                &[sweep.symbol(), &label, &run_label, purpose],
+            ))
         };
         let mut data_rng = stream("retrain-data");
         for t in 0..task.tasks {
             retrain_stats.push(if config.population {
                 family.population_statistics(t)
             } else {
-                family.sample(t, task.retrain_samples, &mut data_rng).statistics()
+                family
+                    .sample(t, task.retrain_samples, &mut data_rng)
+                    .statistics()
             });
         }
         let mut ft_rng = stream("finetune-data");
@@ -169,7 +171,12 @@ pub fn run_sweep_value(
                 initial_paper_loss: outcome.paper_loss.first().map_or(f64::NAN, |r| r[run]),
                 finetune_rank,
                 finetune_steps: spec.finetune_steps,
-                objective: if config.population { "population" } else { "finite" }.into(),
+                objective: if config.population {
+                    "population"
+                } else {
+                    "finite"
+                }
+                .into(),
             });
         }
         rows.extend(aggregate_curve(&outcome, method, value as f64));
@@ -178,7 +185,10 @@ pub fn run_sweep_value(
 }
 
 fn concat_symmetric(parts: Vec<LowRankFactors>) -> LowRankFactors {
-    LowRankFactors::symmetric(Tensor::cat(parts.iter().map(|f| f.u().clone()).collect(), 0))
+    LowRankFactors::symmetric(Tensor::cat(
+        parts.iter().map(|f| f.u().clone()).collect(),
+        0,
+    ))
 }
 
 fn concat_asymmetric(parts: Vec<LowRankFactors>) -> Result<LowRankFactors, ExperimentError> {

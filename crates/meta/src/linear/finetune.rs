@@ -65,9 +65,18 @@ pub fn fine_tune(
     let mut population = Vec::with_capacity(config.steps + 1);
     let mut record = |m: Tensor<3>| {
         let diff = target.clone() - m;
-        population.push((diff.clone() * diff.clone()).sum_dims(&[1, 2]).reshape([groups]));
+        population.push(
+            (diff.clone() * diff.clone())
+                .sum_dims(&[1, 2])
+                .reshape([groups]),
+        );
         let weighted = diff.clone().matmul(stats.sxx.clone()) * diff;
-        paper.push(weighted.sum_dims(&[1, 2]).reshape([groups]).mul_scalar(samples as f64));
+        paper.push(
+            weighted
+                .sum_dims(&[1, 2])
+                .reshape([groups])
+                .mul_scalar(samples as f64),
+        );
     };
     for _ in 0..config.steps {
         let m = base.clone() + factors.delta();
@@ -82,7 +91,11 @@ pub fn fine_tune(
         let flat = Tensor::stack::<2>(curves, 0)
             .try_into_vec_as::<f64>()
             .map_err(|e| MetaError::Shape(format!("fine-tuning: cannot read losses: {e:?}")))?;
-        Ok(flat.chunks(groups).take(steps).map(<[f64]>::to_vec).collect())
+        Ok(flat
+            .chunks(groups)
+            .take(steps)
+            .map(<[f64]>::to_vec)
+            .collect())
     };
     let paper_loss = read(paper)?;
     let population_loss = read(population)?;

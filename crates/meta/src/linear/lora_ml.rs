@@ -83,7 +83,11 @@ pub fn lora_ml(
         }
     }
     let m = expand_groups(a.clone(), tasks) + factors.delta();
-    let final_loss = stats.loss(m).reshape([groups, tasks]).sum_dim(1).reshape([groups]);
+    let final_loss = stats
+        .loss(m)
+        .reshape([groups, tasks])
+        .sum_dim(1)
+        .reshape([groups]);
     ensure_finite("LoRA-ML", config.outer_steps, final_loss.clone())?;
     Ok(LoraMlOutcome {
         a_hat: a,

@@ -43,7 +43,7 @@ pub fn standard_retraining(
     tasks: usize,
     config: &StandardRetrainingConfig,
 ) -> Result<StandardRetrainingOutcome, MetaError> {
-    if tasks == 0 || stats.batch() % tasks != 0 {
+    if tasks == 0 || !stats.batch().is_multiple_of(tasks) {
         return Err(MetaError::Shape(format!(
             "standard retraining: {} problems do not split into groups of {tasks} tasks",
             stats.batch()

@@ -22,15 +22,17 @@ pub struct BatchedStatistics {
 
 impl BatchedStatistics {
     /// Stacks per-problem statistics (all of the same dimension) into tensors on `device`.
-    pub fn from_statistics(stats: &[SufficientStatistics], device: &Device) -> Result<Self, MetaError> {
+    pub fn from_statistics(
+        stats: &[SufficientStatistics],
+        device: &Device,
+    ) -> Result<Self, MetaError> {
         let first = stats
             .first()
             .ok_or_else(|| MetaError::Shape("no statistics to stack".into()))?;
         let d = first.sxx.rows();
-        if stats
-            .iter()
-            .any(|s| s.sxx.rows() != d || s.sxx.cols() != d || s.syx.rows() != d || s.syx.cols() != d)
-        {
+        if stats.iter().any(|s| {
+            s.sxx.rows() != d || s.sxx.cols() != d || s.syx.rows() != d || s.syx.cols() != d
+        }) {
             return Err(MetaError::Shape(format!(
                 "statistics of different dimensions in one batch (expected {d}×{d})"
             )));

