@@ -17,6 +17,28 @@ pub enum MetaError {
         /// The offending value.
         value: f64,
     },
+    /// A training loss became NaN or infinite on a task's batch.
+    #[error(
+        "{method}: loss became {value} at epoch {epoch}, step {step}, task {task}; lower the learning rate or check the data"
+    )]
+    NonFiniteLoss {
+        /// The algorithm.
+        method: String,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Global optimizer step.
+        step: usize,
+        /// The task whose batch produced it.
+        task: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// Task data that cannot be used (no tasks, an empty task).
+    #[error("task data: {0}")]
+    Data(String),
+    /// The model could not be prepared (adapters or heads).
+    #[error("model: {0}")]
+    Model(String),
     /// Inputs whose shapes do not fit together.
     #[error("{0}")]
     Shape(String),

@@ -2,6 +2,12 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod finetune;
 pub mod linear;
+mod model;
+pub mod retrain;
+mod schedule;
 
 pub use error::MetaError;
+pub use model::{MetaModel, TaskData, TaskSlot, count_trainable};
+pub use schedule::LinearWarmupDecay;
