@@ -6,11 +6,8 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    MetaError, MetaModel, TaskData, TaskSlot,
-    retrain::{
-        evaluate_tasks,
-        loops_api::{adamw, schedule, step},
-    },
+    MetaError, MetaModel, OptimizerSchedule, TaskData, TaskSlot,
+    retrain::{evaluate_tasks, train_step as step},
 };
 
 /// What is trained on the new task.
@@ -38,16 +35,8 @@ impl FinetuneMethod {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FinetuneConfig {
-    /// Epochs.
-    pub epochs: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// AdamW weight decay.
-    pub weight_decay: f64,
-    /// Warm-up as a fraction of `epochs × batches`.
-    pub warmup_fraction: f64,
-    /// The decay ends at `multiplier × epochs × batches` steps.
-    pub schedule_multiplier: f64,
+    /// AdamW and its schedule (reference batches: the task's own).
+    pub optim: OptimizerSchedule,
     /// The fresh adapter (ignored for last-layer fine-tuning).
     pub lora: LoraConfig,
 }
@@ -55,11 +44,11 @@ pub struct FinetuneConfig {
 impl Default for FinetuneConfig {
     fn default() -> Self {
         Self {
-            epochs: 10,
-            lr: 1e-4,
-            weight_decay: 0.01,
-            warmup_fraction: 0.1,
-            schedule_multiplier: 4.0,
+            optim: OptimizerSchedule {
+                lr: 1e-4,
+                schedule_multiplier: 4.0,
+                ..OptimizerSchedule::default()
+            },
             lora: LoraConfig {
                 rank: 8,
                 alpha: 16.0,
@@ -123,17 +112,11 @@ where
     let trainable_params = model.trainable_params();
     let tasks = std::slice::from_ref(task);
     let mut accuracy = evaluate_tasks(&model, tasks, |_| slot)?;
-    let lr = schedule(
-        config.lr,
-        config.epochs,
-        task.train_len().max(1),
-        config.warmup_fraction,
-        config.schedule_multiplier,
-    );
-    let mut optimizer = adamw(config.weight_decay);
+    let lr = config.optim.schedule(config.optim.lr, task.train_len());
+    let mut optimizer = config.optim.optimizer();
     let mut steps = 0;
-    let mut train_loss = Vec::with_capacity(config.epochs);
-    for epoch in 1..=config.epochs {
+    let mut train_loss = Vec::with_capacity(config.optim.epochs);
+    for epoch in 1..=config.optim.epochs {
         let mut losses = Vec::new();
         for batch in task.train_batches(epoch - 1)? {
             let (next, loss) = step(

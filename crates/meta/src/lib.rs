@@ -10,4 +10,4 @@ mod schedule;
 
 pub use error::MetaError;
 pub use model::{MetaModel, TaskData, TaskSlot, count_trainable};
-pub use schedule::LinearWarmupDecay;
+pub use schedule::{LinearWarmupDecay, OptimizerSchedule};

@@ -45,3 +45,51 @@ mod tests {
         assert_eq!(s.lr(500), 0.0);
     }
 }
+
+/// AdamW and its linear warm-up/decay schedule, as the paper's code sets them up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerSchedule {
+    /// Epochs.
+    pub epochs: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW weight decay (torch's default, 0.01).
+    pub weight_decay: f64,
+    /// Warm-up length as a fraction of `epochs × reference batches`.
+    pub warmup_fraction: f64,
+    /// The paper code's "schedule multiplier": the decay reaches 0 at
+    /// `multiplier × epochs × reference batches` steps, usually later than the steps taken.
+    pub schedule_multiplier: f64,
+}
+
+impl Default for OptimizerSchedule {
+    /// The paper code's retraining settings: 10 epochs at 5e-5, warm-up 10 %, multiplier 6.67.
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            lr: 5e-5,
+            weight_decay: 0.01,
+            warmup_fraction: 0.1,
+            schedule_multiplier: 6.67,
+        }
+    }
+}
+
+impl OptimizerSchedule {
+    /// The learning-rate schedule for `reference_batches` batches per epoch (the paper code uses the
+    /// largest task's count for retraining, the task's own for fine-tuning), peaking at `peak`.
+    pub fn schedule(&self, peak: f64, reference_batches: usize) -> LinearWarmupDecay {
+        let base = (self.epochs * reference_batches.max(1)) as f64;
+        LinearWarmupDecay {
+            peak,
+            warmup: (self.warmup_fraction * base) as usize,
+            total: ((self.schedule_multiplier * base) as usize).max(1),
+        }
+    }
+
+    /// A fresh AdamW with torch's defaults (β = (0.9, 0.999), ε = 1e-8) and this weight decay.
+    pub fn optimizer(&self) -> burn::optim::ModuleOptimizer {
+        crate::retrain::adamw_optimizer(self.weight_decay)
+    }
+}

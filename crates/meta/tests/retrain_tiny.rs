@@ -5,7 +5,7 @@ use adaptable_lora::{
     linear::{LoraInit, LoraLinear},
 };
 use adaptable_meta::{
-    MetaError, MetaModel, TaskData, TaskSlot, count_trainable,
+    MetaError, MetaModel, OptimizerSchedule, TaskData, TaskSlot, count_trainable,
     finetune::{FinetuneConfig, FinetuneMethod, finetune},
     retrain::{
         NoObserver, RetrainConfig, RetrainMethod, adamw_optimizer, prepare, retrain, train_step,
@@ -138,9 +138,12 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 fn config() -> RetrainConfig {
     RetrainConfig {
-        epochs: 1,
-        lr: 1e-2,
-        warmup_fraction: 0.0,
+        optim: OptimizerSchedule {
+            epochs: 1,
+            lr: 1e-2,
+            warmup_fraction: 0.0,
+            ..Default::default()
+        },
         lora: LoraConfig::new(2).with_alpha(4.0),
         ..Default::default()
     }
@@ -229,10 +232,12 @@ fn fine_tuning_leaves_the_base_bit_identical() {
     let weight = values(base.base.base.weight.val());
     let bias = values(base.base.base.bias.as_ref().unwrap().val());
     let cfg = FinetuneConfig {
-        epochs: 3,
-        lr: 1e-2,
+        optim: OptimizerSchedule {
+            epochs: 3,
+            lr: 1e-2,
+            ..Default::default()
+        },
         lora: LoraConfig::new(2).with_alpha(4.0),
-        ..Default::default()
     };
     let t = task(3, &device);
     let out = finetune(&base, &t, FinetuneMethod::Lora, &cfg, &device, || {}).unwrap();
@@ -273,10 +278,8 @@ fn fine_tuning_leaves_the_base_bit_identical() {
 #[test]
 fn reptile_moves_the_base_toward_the_task_solution() {
     let device = device();
-    let cfg = RetrainConfig {
-        weight_decay: 0.0,
-        ..config()
-    };
+    let mut cfg = config();
+    cfg.optim.weight_decay = 0.0;
     let model = prepare(tiny(&device), RetrainMethod::Reptile, 1, &cfg, &device).unwrap();
     let t = task(5, &device);
     // The task solution Reptile chases: the weights after its inner loop from the same start.

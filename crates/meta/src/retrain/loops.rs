@@ -5,7 +5,7 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use super::{
     EpochRecord, RetrainConfig, RetrainMethod, RetrainObserver, RetrainState, evaluate_tasks,
 };
-use crate::{LinearWarmupDecay, MetaError, MetaModel, TaskData};
+use crate::{MetaError, MetaModel, TaskData};
 
 /// AdamW with torch's defaults (β = (0.9, 0.999), ε = 1e-8) and the given weight decay.
 pub fn adamw(weight_decay: f64) -> ModuleOptimizer {
@@ -13,22 +13,6 @@ pub fn adamw(weight_decay: f64) -> ModuleOptimizer {
         .with_epsilon(1e-8)
         .with_weight_decay(weight_decay as f32)
         .init()
-}
-
-/// The paper code's schedule: warm-up and length measured in epochs × batches of the largest task.
-pub(crate) fn schedule(
-    peak: f64,
-    epochs: usize,
-    reference_batches: usize,
-    warmup_fraction: f64,
-    multiplier: f64,
-) -> LinearWarmupDecay {
-    let base = (epochs * reference_batches) as f64;
-    LinearWarmupDecay {
-        peak,
-        warmup: (warmup_fraction * base) as usize,
-        total: ((multiplier * base) as usize).max(1),
-    }
 }
 
 /// One optimizer step on `batch` through `slot`; returns the model and the loss value. `where_`
@@ -75,14 +59,8 @@ where
         .max()
         .unwrap_or(1)
         .max(1);
-    let lr = schedule(
-        config.lr,
-        config.epochs,
-        reference,
-        config.warmup_fraction,
-        config.schedule_multiplier,
-    );
-    for epoch in state.epochs_done() + 1..=config.epochs {
+    let lr = config.optim.schedule(config.optim.lr, reference);
+    for epoch in state.epochs_done() + 1..=config.optim.epochs {
         let batches = tasks
             .iter()
             .map(|t| t.train_batches(epoch - 1))

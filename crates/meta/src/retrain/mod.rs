@@ -9,20 +9,16 @@ mod evaluate;
 mod loops;
 mod reptile;
 
-/// The shared optimizer helpers, for fine-tuning.
-pub(crate) mod loops_api {
-    pub(crate) use super::loops::{adamw, schedule, step};
-}
-
 use adaptable_lora::{LoraConfig, LoraScaling};
 use burn::{optim::ModuleOptimizer, tensor::Device};
 use serde::{Deserialize, Serialize};
 
 pub use evaluate::evaluate_tasks;
 pub use loops::{adamw as adamw_optimizer, step as train_step};
+
 pub use reptile::pseudo_gradient;
 
-use crate::{MetaError, MetaModel, TaskData, TaskSlot};
+use crate::{MetaError, MetaModel, OptimizerSchedule, TaskData, TaskSlot};
 
 /// A retraining method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -93,17 +89,8 @@ impl Default for ReptileConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrainConfig {
-    /// Epochs.
-    pub epochs: usize,
-    /// Peak AdamW learning rate.
-    pub lr: f64,
-    /// AdamW weight decay (torch's default, 0.01).
-    pub weight_decay: f64,
-    /// Warm-up length as a fraction of `epochs × (batches of the largest task)`.
-    pub warmup_fraction: f64,
-    /// The paper code's "schedule multiplier": the decay ends at `multiplier × epochs × batches of the
-    /// largest task` steps, later than the steps taken (6.67 in the paper code).
-    pub schedule_multiplier: f64,
+    /// AdamW and its schedule (reference batches: the largest task's).
+    pub optim: OptimizerSchedule,
     /// The task adapters of LoRA-ML.
     pub lora: LoraConfig,
     /// Reptile's loops.
@@ -113,11 +100,7 @@ pub struct RetrainConfig {
 impl Default for RetrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 10,
-            lr: 5e-5,
-            weight_decay: 0.01,
-            warmup_fraction: 0.1,
-            schedule_multiplier: 6.67,
+            optim: OptimizerSchedule::default(),
             lora: LoraConfig {
                 rank: 8,
                 alpha: 16.0,
@@ -231,7 +214,7 @@ where
         None => RetrainState {
             best: (model.clone(), 0),
             model,
-            optimizer: loops::adamw(config.weight_decay),
+            optimizer: config.optim.optimizer(),
             step: 0,
             history: Vec::new(),
         },

@@ -10,7 +10,7 @@ use burn::{
 
 use super::{
     RetrainConfig, RetrainMethod, RetrainObserver, RetrainState,
-    loops::{adamw, finish_epoch, schedule, step},
+    loops::{finish_epoch, step},
 };
 use crate::{MetaError, MetaModel, TaskData, TaskSlot};
 
@@ -28,14 +28,8 @@ where
     D: TaskData<Batch = M::Batch>,
 {
     let t_count = tasks.len();
-    let outer_lr = schedule(
-        config.reptile.outer_lr,
-        config.epochs,
-        t_count,
-        config.warmup_fraction,
-        config.schedule_multiplier,
-    );
-    for epoch in state.epochs_done() + 1..=config.epochs {
+    let outer_lr = config.optim.schedule(config.reptile.outer_lr, t_count);
+    for epoch in state.epochs_done() + 1..=config.optim.epochs {
         let mut losses = Vec::new();
         for (t, task) in tasks.iter().enumerate() {
             let batches = task.train_batches(epoch - 1)?;
@@ -43,7 +37,7 @@ where
                 return Err(MetaError::Data(format!("task {t} has no training batches")));
             }
             let mut fast = state.model.clone();
-            let mut inner = adamw(config.weight_decay);
+            let mut inner = config.optim.optimizer();
             for i in 0..config.reptile.inner_steps {
                 let (next, loss) = step(
                     fast,
