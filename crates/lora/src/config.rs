@@ -22,6 +22,7 @@ pub enum LoraScaling {
 /// The same configuration drives adapters on plain matrices (the linear theory suite) and adapters on
 /// Burn `Linear` layers (the encoder), so both report the same `scale()`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LoraConfig {
     /// Rank `r` of the update.
     pub rank: usize,
@@ -31,6 +32,18 @@ pub struct LoraConfig {
     pub scaling: LoraScaling,
     /// Dropout probability applied to the adapter's input (0 disables it).
     pub dropout: f64,
+}
+
+impl Default for LoraConfig {
+    /// The paper's language-model setting: rank 8, `alpha = 16` (scale 2), dropout 0.1.
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            scaling: LoraScaling::Standard,
+            dropout: 0.1,
+        }
+    }
 }
 
 impl LoraConfig {

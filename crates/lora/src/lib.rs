@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+pub mod factors;
+pub mod linear;
+
+pub use config::{LoraConfig, LoraScaling};
+pub use error::LoraError;
+pub use factors::{FactorGradients, LowRankFactors, MatrixAdapterBank};
