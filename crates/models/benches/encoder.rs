@@ -1,0 +1,243 @@
+//! Encoder throughput: forward and forward+backward tokens/s at batch 32 × sequence 64 for the
+//! all-MiniLM-L6-v2 and roberta-base shapes, random weights, dropout off, default CPU backend.
+//!
+//! `cargo bench -p adaptable-models --bench encoder -- [--shapes minilm,roberta-base] [--iters N]
+//! [--batch B] [--seq L] [--profile] [--backend ndarray|flex]` (or `cargo xtask bench encoder`). Each result is printed as
+//! a `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=… gflops=…` line; `--profile` adds a
+//! breakdown of the forward pass by operation.
+
+use std::time::Instant;
+
+use adaptable_models::{EncoderConfig, EncoderInput};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Distribution, Tensor};
+
+struct Options {
+    shapes: Vec<String>,
+    iters: usize,
+    batch: usize,
+    seq: usize,
+    profile: bool,
+    backend: String,
+}
+
+fn parse() -> Options {
+    let mut o = Options {
+        shapes: vec!["minilm".into(), "roberta-base".into()],
+        iters: 5,
+        batch: 32,
+        seq: 64,
+        profile: false,
+        backend: "ndarray".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_default();
+        match a.as_str() {
+            "--shapes" => o.shapes = value().split(',').map(String::from).collect(),
+            "--iters" => o.iters = value().parse().unwrap_or(o.iters),
+            "--batch" => o.batch = value().parse().unwrap_or(o.batch),
+            "--seq" => o.seq = value().parse().unwrap_or(o.seq),
+            "--profile" => o.profile = true,
+            "--backend" => o.backend = value(),
+            // cargo bench passes --bench; anything else unknown is ignored too.
+            _ => {}
+        }
+    }
+    o
+}
+
+fn config(shape: &str) -> Option<EncoderConfig> {
+    let c = match shape {
+        "minilm" => EncoderConfig::minilm_l6(),
+        "roberta-base" => EncoderConfig::roberta_base(),
+        _ => return None,
+    };
+    Some(c.with_dropout(0.0))
+}
+
+/// Forward FLOPs per batch: projections and feed-forward (2·tokens·(4h² + 2hI)) plus attention
+/// scores and mixing (4·tokens·L·h), per layer.
+fn forward_flops(c: &EncoderConfig, batch: usize, seq: usize) -> f64 {
+    let (h, i, n) = (
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.num_hidden_layers as f64,
+    );
+    let tokens = (batch * seq) as f64;
+    n * (2.0 * tokens * (4.0 * h * h + 2.0 * h * i) + 4.0 * tokens * seq as f64 * h)
+}
+
+fn input(c: &EncoderConfig, batch: usize, seq: usize, device: &Device) -> EncoderInput {
+    // Real-token ids away from the padding id; no padding so every position counts.
+    let rows: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            (0..seq)
+                .map(|s| (3 + (b * 131 + s * 17) % (c.vocab_size - 3)) as u32)
+                .collect()
+        })
+        .collect();
+    EncoderInput::pad(&rows, c.pad_token_id as u32, device).expect("valid batch")
+}
+
+fn time<F: FnMut()>(iters: usize, mut f: F) -> f64 {
+    f(); // warm-up: allocations, thread pool, lazy parameter initialisation
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() / iters as f64
+}
+
+fn report(shape: &str, mode: &str, secs: f64, tokens: usize, flops: f64) {
+    println!(
+        "BENCH shape={shape} mode={mode} tokens_per_s={:.0} ms_per_batch={:.1} gflops={:.1}",
+        tokens as f64 / secs,
+        secs * 1e3,
+        flops / secs / 1e9
+    );
+}
+
+fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &Device) {
+    let (h, i, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
+    let n = c.num_hidden_layers as f64;
+    let rows = batch * seq;
+    let rnd =
+        |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
+    let x = rnd([rows, h]);
+    let (w_h, w_up, w_down) = (rnd([h, h]), rnd([h, i]), rnd([i, h]));
+    let hd = h / heads;
+    let q = Tensor::<4>::random(
+        [batch, heads, seq, hd],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let scores = Tensor::<4>::random(
+        [batch, heads, seq, seq],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let up = rnd([rows, i]);
+    let mut parts: Vec<(&str, f64)> = vec![
+        (
+            "4 h×h projections (q,k,v,out)",
+            4.0 * time(iters, || {
+                let _ = x.clone().matmul(w_h.clone()).into_data();
+            }),
+        ),
+        (
+            "feed-forward up h×I",
+            time(iters, || {
+                let _ = x.clone().matmul(w_up.clone()).into_data();
+            }),
+        ),
+        (
+            "feed-forward down I×h",
+            time(iters, || {
+                let _ = up.clone().matmul(w_down.clone()).into_data();
+            }),
+        ),
+        (
+            "attention q·kᵀ and p·v",
+            2.0 * time(iters, || {
+                let _ = q.clone().matmul(q.clone().swap_dims(2, 3)).into_data();
+            }),
+        ),
+        (
+            "softmax",
+            time(iters, || {
+                let _ = softmax(scores.clone(), 3).into_data();
+            }),
+        ),
+        (
+            "gelu",
+            time(iters, || {
+                let _ = gelu(up.clone()).into_data();
+            }),
+        ),
+        (
+            "head split/merge (swap_dims+reshape) ×4",
+            4.0 * time(iters, || {
+                let _ = x
+                    .clone()
+                    .reshape([batch, seq, heads, hd])
+                    .swap_dims(1, 2)
+                    .reshape([batch * heads, seq * hd])
+                    .into_data();
+            }),
+        ),
+        (
+            "2 LayerNorm + residual adds",
+            2.0 * time(iters, || {
+                let y = x.clone() + x.clone();
+                let mean = y.clone().mean_dim(1);
+                let var = (y.clone() - mean.clone()).powi_scalar(2).mean_dim(1);
+                let _ = ((y - mean) / (var + 1e-5).sqrt()).into_data();
+            }),
+        ),
+    ];
+    for p in &mut parts {
+        p.1 *= n;
+    }
+    let total: f64 = parts.iter().map(|p| p.1).sum();
+    println!(
+        "PROFILE (per batch, {} layers, ops timed in isolation):",
+        c.num_hidden_layers
+    );
+    for (name, secs) in parts {
+        println!(
+            "PROFILE   {name:<42} {:>8.1} ms  {:>5.1} %",
+            secs * 1e3,
+            100.0 * secs / total
+        );
+    }
+}
+
+/// The CPU backend named on the command line, among those compiled in (`--features flex`).
+#[allow(deprecated, unreachable_code)]
+fn device(name: &str) -> Device {
+    #[cfg(feature = "flex")]
+    if name == "flex" {
+        return Device::flex();
+    }
+    #[cfg(feature = "ndarray")]
+    if name == "ndarray" {
+        return Device::ndarray();
+    }
+    panic!("backend {name:?} is not compiled in (features: ndarray, flex)");
+}
+
+fn main() {
+    let o = parse();
+    let device = device(&o.backend);
+    println!("# backend {}", o.backend);
+    let tokens = o.batch * o.seq;
+    for shape in &o.shapes {
+        let Some(c) = config(shape) else {
+            eprintln!("unknown shape {shape:?} (minilm, roberta-base)");
+            continue;
+        };
+        let flops = forward_flops(&c, o.batch, o.seq);
+
+        let encoder = c.init(&device).expect("valid config");
+        let x = input(&c, o.batch, o.seq, &device);
+        let fwd = time(o.iters, || {
+            let _ = encoder.forward(&x, None).sum().into_data();
+        });
+        report(shape, "forward", fwd, tokens, flops);
+
+        let train = device.clone().autodiff();
+        let encoder = c.init(&train).expect("valid config");
+        let x = input(&c, o.batch, o.seq, &train);
+        let fb = time(o.iters, || {
+            let grads = encoder.forward(&x, None).powi_scalar(2).mean().backward();
+            let w = encoder.layers[0].attention.query.base.weight.val();
+            let _ = w.grad(&grads).map(|g| g.into_data());
+        });
+        report(shape, "forward+backward", fb, tokens, 3.0 * flops);
+
+        if o.profile {
+            profile(&c, o.batch, o.seq, o.iters, &device);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Multi-head self-attention with padding mask, adapted projections and the post-LayerNorm residual.
+
+use adaptable_lora::linear::LoraLinear;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::ModelsError;
+use crate::config::EncoderConfig;
+use crate::layer::adapted_linear;
+
+/// Self-attention block: `LayerNorm(x + dropout(output(attention(x))))`.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    /// Query projection.
+    pub query: LoraLinear,
+    /// Key projection.
+    pub key: LoraLinear,
+    /// Value projection.
+    pub value: LoraLinear,
+    /// Output projection (HF `attention.output.dense`).
+    pub output: LoraLinear,
+    /// Post-residual LayerNorm (HF `attention.output.LayerNorm`).
+    pub norm: LayerNorm,
+    /// Dropout on attention probabilities.
+    pub attention_dropout: Dropout,
+    /// Dropout on the projected output.
+    pub dropout: Dropout,
+    /// Number of heads.
+    num_heads: usize,
+}
+
+impl SelfAttention {
+    /// Builds the block with random weights.
+    pub fn new(config: &EncoderConfig, device: &Device) -> Result<Self, ModelsError> {
+        let h = config.hidden_size;
+        Ok(Self {
+            query: adapted_linear(config, "query", h, h, device)?,
+            key: adapted_linear(config, "key", h, h, device)?,
+            value: adapted_linear(config, "value", h, h, device)?,
+            output: adapted_linear(config, "attention_output", h, h, device)?,
+            norm: LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            num_heads: config.num_attention_heads,
+        })
+    }
+
+    /// Applies the block to `x` `[batch, seq, h]`; `mask_bias` `[batch, 1, 1, seq]` is added to the
+    /// attention scores (0 for real keys, a huge negative number for padding).
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, adapter: Option<usize>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        // Projections run on [batch·seq, h] so each is one large matrix product rather than a
+        // broadcast batched one.
+        let rows = x.reshape([batch * seq, hidden]);
+        let split = |t: Tensor<2>| {
+            t.reshape([batch, seq, self.num_heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        // Scaling q (B·L·h values) is cheaper than scaling the B·heads·L·L scores.
+        let q = split(self.query.forward_with(rows.clone(), adapter))
+            .mul_scalar(1.0 / (head_dim as f64).sqrt());
+        let k = split(self.key.forward_with(rows.clone(), adapter));
+        let v = split(self.value.forward_with(rows.clone(), adapter));
+        let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
+        let probs = self.attention_dropout.forward(softmax(scores, 3));
+        let context = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch * seq, hidden]);
+        let out = self
+            .dropout
+            .forward(self.output.forward_with(context, adapter));
+        self.norm.forward(out + rows).reshape([batch, seq, hidden])
+    }
+}
+
+/// Turns a `[batch, seq]` 1/0 attention mask into the additive bias `[batch, 1, 1, seq]`.
+///
+/// HF adds the most negative f32 to masked scores; any value that underflows `exp` to 0 gives the
+/// same probabilities, and `f32::MIN` keeps fully padded rows finite (uniform) instead of NaN.
+pub fn mask_bias(attention_mask: &Tensor<2, Int>) -> Tensor<4> {
+    let [batch, seq] = attention_mask.dims();
+    attention_mask
+        .clone()
+        .equal_elem(0)
+        .float()
+        .mul_scalar(f32::MIN)
+        .reshape([batch, 1, 1, seq])
+}

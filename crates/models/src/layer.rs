@@ -1,0 +1,100 @@
+//! One post-LayerNorm transformer encoder layer.
+
+use adaptable_lora::linear::{LoraLinear, LoraLinearConfig};
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu};
+use burn::tensor::{Device, Tensor};
+
+use crate::ModelsError;
+use crate::attention::SelfAttention;
+use crate::config::{Activation, EncoderConfig};
+
+/// A transformer layer: self-attention, then `LayerNorm(h + dropout(output(act(intermediate(h)))))`.
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    /// The attention block (with its own residual and LayerNorm).
+    pub attention: SelfAttention,
+    /// Feed-forward up-projection (HF `intermediate.dense`).
+    pub intermediate: LoraLinear,
+    /// Feed-forward down-projection (HF `output.dense`).
+    pub output: LoraLinear,
+    /// Post-residual LayerNorm (HF `output.LayerNorm`).
+    pub output_norm: LayerNorm,
+    /// Dropout on the feed-forward output.
+    pub dropout: Dropout,
+    /// Feed-forward activation.
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl EncoderLayer {
+    /// Builds the layer with random weights.
+    pub fn new(config: &EncoderConfig, device: &Device) -> Result<Self, ModelsError> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        Ok(Self {
+            attention: SelfAttention::new(config, device)?,
+            intermediate: adapted_linear(config, "intermediate", h, i, device)?,
+            output: adapted_linear(config, "output", i, h, device)?,
+            output_norm: LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            activation: config.hidden_act,
+        })
+    }
+
+    /// Applies the layer to `[batch, seq, h]` with adapter `adapter` (or none).
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, adapter: Option<usize>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        let h = self
+            .attention
+            .forward(x, mask_bias, adapter)
+            .reshape([batch * seq, hidden]);
+        let inner = self.intermediate.forward_with(h.clone(), adapter);
+        let inner = match self.activation {
+            Activation::Gelu => gelu(inner),
+            Activation::GeluTanh => gelu_approximate(inner),
+            Activation::Relu => relu(inner),
+        };
+        let out = self
+            .dropout
+            .forward(self.output.forward_with(inner, adapter));
+        self.output_norm
+            .forward(out + h)
+            .reshape([batch, seq, hidden])
+    }
+}
+
+/// A `d_in → d_out` encoder linear layer, with the configured adapter bank when `name` is targeted.
+///
+/// Base weights start as `N(0, 0.02)` like HF's `_init_weights`; pretrained weights replace them.
+pub(crate) fn adapted_linear(
+    config: &EncoderConfig,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Result<LoraLinear, ModelsError> {
+    let base = LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device);
+    let adapters = config
+        .adapters
+        .as_ref()
+        .filter(|a| a.targets.includes(name));
+    let layer = match adapters {
+        Some(a) => LoraLinear::from_linear(base, Some(a.lora.clone()), a.tasks, a.init, device)?,
+        None => LoraLinear::from_linear(
+            base,
+            None,
+            0,
+            LoraLinearConfig::new(d_in, d_out).init,
+            device,
+        )?,
+    };
+    Ok(layer)
+}

@@ -1,0 +1,146 @@
+//! `cargo xtask bench encoder`: Burn encoder throughput, and the ratio against PyTorch on the same
+//! shapes when a local `python3` has torch.
+//!
+//! Runs `cargo bench -p adaptable-models --bench encoder -- <args>` (release profile, default CPU
+//! backend) and, if `python3 -c "import torch"` succeeds, `python3 scripts/bench_encoder_torch.py
+//! <args>`. Both print `BENCH shape=… mode=… tokens_per_s=…` lines; the ratios are printed at the
+//! end. Record results in docs/benchmarks.md.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// An unknown benchmark name.
+    #[error("unknown benchmark {0:?}: expected \"encoder\"")]
+    Unknown(String),
+    /// A command could not be started or failed.
+    #[error("{what} failed: {message}")]
+    Command {
+        /// The command.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// `(shape, mode) → tokens/s` parsed from `BENCH` lines.
+type Results = BTreeMap<(String, String), f64>;
+
+/// Runs benchmark `name` (only `"encoder"`) from `workspace_root`, passing `args` through
+/// (`--shapes minilm,roberta-base --iters N --batch B --seq L --profile --backend ndarray|flex`).
+/// `--backend flex` builds the benchmark with burn's flex backend and AVX-512 `gemm` kernels.
+pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), BenchError> {
+    if name != "encoder" {
+        return Err(BenchError::Unknown(name.to_string()));
+    }
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(workspace_root).args([
+        "bench",
+        "-p",
+        "adaptable-models",
+        "--bench",
+        "encoder",
+    ]);
+    if args
+        .windows(2)
+        .any(|w| w[0] == "--backend" && w[1] == "flex")
+    {
+        // Flex with AVX-512 kernels (chosen at run time, so safe on older CPUs). A separate target
+        // directory keeps the main build's feature set, and so its artifacts, untouched.
+        cargo.args([
+            "--no-default-features",
+            "--features",
+            "flex,burn/x86-v4",
+            "--target-dir",
+            "target/bench-flex",
+        ]);
+    }
+    let burn = run_and_parse(
+        cargo.arg("--").args(args),
+        "cargo bench -p adaptable-models --bench encoder",
+    )?;
+
+    let has_torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_torch {
+        println!(
+            "\nPyTorch comparison skipped: no python3 with torch (pip install torch to enable it)."
+        );
+        return Ok(());
+    }
+    let torch = run_and_parse(
+        Command::new("python3")
+            .current_dir(workspace_root)
+            .arg("scripts/bench_encoder_torch.py")
+            .args(torch_args(args)),
+        "python3 scripts/bench_encoder_torch.py",
+    )?;
+    println!(
+        "\n{:<14} {:<18} {:>12} {:>12} {:>8}",
+        "shape", "mode", "burn tok/s", "torch tok/s", "ratio"
+    );
+    for ((shape, mode), ours) in &burn {
+        if let Some(theirs) = torch.get(&(shape.clone(), mode.clone())) {
+            println!(
+                "{shape:<14} {mode:<18} {ours:>12.0} {theirs:>12.0} {:>8.2}",
+                ours / theirs
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The arguments the PyTorch script understands (no `--profile`, no `--backend`).
+fn torch_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--profile" => {}
+            "--backend" => {
+                it.next();
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
+
+/// Runs `cmd`, echoes its output, and collects its `BENCH` lines.
+fn run_and_parse(cmd: &mut Command, what: &str) -> Result<Results, BenchError> {
+    let failed = |message: String| BenchError::Command {
+        what: what.to_string(),
+        message,
+    };
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    if !out.status.success() {
+        return Err(failed(out.status.to_string()));
+    }
+    let mut results = Results::new();
+    for line in text.lines().filter(|l| l.starts_with("BENCH ")) {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        if let (Some(shape), Some(mode), Some(tps)) =
+            (field("shape"), field("mode"), field("tokens_per_s"))
+            && let Ok(tps) = tps.parse::<f64>()
+        {
+            results.insert((shape, mode), tps);
+        }
+    }
+    Ok(results)
+}
