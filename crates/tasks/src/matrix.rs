@@ -111,7 +111,10 @@ impl Matrix {
     ///
     /// This is the shape of every sufficient statistic (`X Xᵀ`, `Y Xᵀ`) with samples as columns.
     pub fn matmul_transposed(&self, other: &Matrix) -> Self {
-        assert_eq!(self.cols, other.cols, "matmul_transposed: column counts differ");
+        assert_eq!(
+            self.cols, other.cols,
+            "matmul_transposed: column counts differ"
+        );
         Self::from_fn(self.rows, other.rows, |i, j| {
             let a = &self.data[i * self.cols..(i + 1) * self.cols];
             let b = &other.data[j * other.cols..(j + 1) * other.cols];
@@ -157,7 +160,12 @@ impl Matrix {
         Self {
             rows: self.rows,
             cols: self.cols,
-            data: self.data.iter().zip(&other.data).map(|(&a, &b)| f(a, b)).collect(),
+            data: self
+                .data
+                .iter()
+                .zip(&other.data)
+                .map(|(&a, &b)| f(a, b))
+                .collect(),
         }
     }
 }

@@ -61,6 +61,7 @@ where
         .max(1);
     let lr = config.optim.schedule(config.optim.lr, reference);
     for epoch in state.epochs_done() + 1..=config.optim.epochs {
+        observer.on_epoch_start(epoch);
         let batches = tasks
             .iter()
             .map(|t| t.train_batches(epoch - 1))

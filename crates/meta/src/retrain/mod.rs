@@ -25,6 +25,7 @@ use crate::{MetaError, MetaModel, OptimizerSchedule, TaskData, TaskSlot};
 #[serde(rename_all = "kebab-case")]
 pub enum RetrainMethod {
     /// Standard retraining: the whole model and one shared head; tasks visited one after another.
+    #[serde(rename = "sr", alias = "standard")]
     Standard,
     /// LoRA-ML: the base plus one adapter and one head per task, round-robin over tasks.
     LoraMl,
@@ -149,6 +150,10 @@ impl<M> RetrainState<M> {
 
 /// Callbacks from a retraining run: progress, and a chance to checkpoint after each epoch.
 pub trait RetrainObserver<M> {
+    /// Before epoch `epoch` (1-based) trains: the place to reseed random streams (dropout) so that a
+    /// resumed run draws what an uninterrupted one does.
+    fn on_epoch_start(&mut self, _epoch: usize) {}
+
     /// After every optimizer step (for progress bars).
     fn on_step(&mut self, _step: usize) {}
 

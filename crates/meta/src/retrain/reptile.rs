@@ -30,6 +30,7 @@ where
     let t_count = tasks.len();
     let outer_lr = config.optim.schedule(config.reptile.outer_lr, t_count);
     for epoch in state.epochs_done() + 1..=config.optim.epochs {
+        observer.on_epoch_start(epoch);
         let mut losses = Vec::new();
         for (t, task) in tasks.iter().enumerate() {
             let batches = task.train_batches(epoch - 1)?;
