@@ -102,15 +102,7 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
     for suite in &suites {
         match suite {
             Suite::Linear => reports.push(run_linear(root, &binary, args)?),
-            _ if args.suite == Suite::All => {
-                println!("skipping convai2: not available in this version");
-            }
-            _ => {
-                return Err(ReproduceError::Unavailable(
-                    "the convai2 suite is not available in this version yet; run `cargo xtask reproduce linear`"
-                        .into(),
-                ));
-            }
+            _ => reports.push(run_convai2(root, &binary, args)?),
         }
     }
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
@@ -160,6 +152,47 @@ fn run_linear(root: &Path, binary: &Path, args: &ReproduceArgs) -> Result<PathBu
     }
     run(&mut cmd)?;
     Ok(report)
+}
+
+fn run_convai2(
+    root: &Path,
+    binary: &Path,
+    args: &ReproduceArgs,
+) -> Result<PathBuf, ReproduceError> {
+    let profile = match args.profile {
+        Profile::Quick => "quick",
+        Profile::Paper => "paper",
+        Profile::Smoke => "smoke",
+    };
+    // The quick profile starts from pretrained all-MiniLM-L6-v2; fetch it when missing.
+    if args.profile == Profile::Quick {
+        let models = crate::fetch_model::default_models_dir(root);
+        if !models.join("minilm/model.safetensors").is_file() {
+            crate::fetch_model::fetch_model("minilm", &models)
+                .map_err(|e| ReproduceError::Unavailable(e.to_string()))?;
+        }
+    }
+    let out = args.out.join("convai2").join(profile);
+    let mut cmd = Command::new(binary);
+    cmd.current_dir(root)
+        .args([
+            "convai2",
+            "run",
+            "--profile",
+            profile,
+            "--device",
+            &args.device,
+        ])
+        .arg("--out")
+        .arg(&out);
+    if let Some(seeds) = args.seeds {
+        cmd.args(["--seeds", &seeds.to_string()]);
+    }
+    if args.fresh {
+        cmd.arg("--fresh");
+    }
+    run(&mut cmd)?;
+    Ok(out.join("table.md"))
 }
 
 fn run(cmd: &mut Command) -> Result<(), ReproduceError> {

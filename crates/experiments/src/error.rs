@@ -55,6 +55,22 @@ pub enum ExperimentError {
         /// The cause.
         message: String,
     },
+    /// Some runs of an experiment failed; the others finished and the report lists all of them.
+    #[error("{failed} run(s) failed (see {report}); first: {first}")]
+    RunsFailed {
+        /// How many failed.
+        failed: usize,
+        /// The report that lists them.
+        report: PathBuf,
+        /// The first failure's message.
+        first: String,
+    },
+    /// A checkpoint that cannot be written or read back.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The encoder, its weights or its tokenizer.
+    #[error(transparent)]
+    Models(#[from] adaptable_models::ModelsError),
     /// Invalid task parameters.
     #[error(transparent)]
     Tasks(#[from] adaptable_tasks::TasksError),

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod convai2;
 pub mod device;
 mod error;
 pub mod io;

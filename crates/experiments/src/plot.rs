@@ -39,6 +39,53 @@ fn register_embedded_font() {
 
 /// Draws the fine-tuning curves of a sweep to `path` (`.svg` or `.png`), atomically.
 pub fn draw_sweep_figure(path: &Path, result: &SweepResult) -> Result<(), ExperimentError> {
+    render(path, &SweepFigure(result))
+}
+
+/// Draws labelled line series (`dashed` for baselines) on linear axes to `path`, atomically.
+pub fn draw_lines(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    series: &[(String, Vec<(usize, f64)>, bool)],
+) -> Result<(), ExperimentError> {
+    render(
+        path,
+        &LinesFigure {
+            title,
+            labels: (x_label, y_label),
+            series,
+        },
+    )
+}
+
+/// Something that can draw itself on any plotters backend.
+trait Figure {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+struct SweepFigure<'a>(&'a SweepResult);
+
+impl Figure for SweepFigure<'_> {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw(root, self.0)
+    }
+}
+
+struct LinesFigure<'a> {
+    title: &'a str,
+    labels: (&'a str, &'a str),
+    series: &'a [(String, Vec<(usize, f64)>, bool)],
+}
+
+impl Figure for LinesFigure<'_> {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw_series(root, self.title, self.labels, self.series)
+    }
+}
+
+/// Renders with the backend the extension names, through a temporary file renamed at the end.
+fn render(path: &Path, figure: &impl Figure) -> Result<(), ExperimentError> {
     register_embedded_font();
     let ext = path
         .extension()
@@ -60,12 +107,12 @@ pub fn draw_sweep_figure(path: &Path, result: &SweepResult) -> Result<(), Experi
     match ext {
         "svg" => {
             let root = SVGBackend::new(&tmp, size).into_drawing_area();
-            draw(&root, result).map_err(plot_err)?;
+            figure.draw_on(&root).map_err(plot_err)?;
             root.present().map_err(|e| plot_err(e.to_string()))?;
         }
         "png" => {
             let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-            draw(&root, result).map_err(plot_err)?;
+            figure.draw_on(&root).map_err(plot_err)?;
             root.present().map_err(|e| plot_err(e.to_string()))?;
         }
         other => return Err(plot_err(format!("unsupported figure format `{other}`"))),
@@ -178,6 +225,76 @@ fn draw<DB: DrawingBackend>(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}
+
+fn draw_series<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    series: &[(String, Vec<(usize, f64)>, bool)],
+) -> Result<(), String> {
+    register_embedded_font();
+    let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let points = series.iter().flat_map(|(_, p, _)| p.iter());
+    let max_x = points.clone().map(|p| p.0).max().unwrap_or(1).max(1);
+    let (lo, hi) = points
+        .map(|p| p.1)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    let (lo, hi) = if lo.is_finite() {
+        ((lo - 2.0).max(0.0), hi + 2.0)
+    } else {
+        (0.0, 1.0)
+    };
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .margin_right(30)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0..max_x, lo..hi)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_labels(max_x + 1)
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(e)?;
+    for (i, (label, points, dashed)) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let style = colour.stroke_width(2);
+        let pts = points.iter().copied();
+        if *dashed {
+            chart
+                .draw_series(DashedLineSeries::new(pts, 10, 6, style))
+                .map_err(e)?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, colour.stroke_width(2))
+                });
+        } else {
+            chart
+                .draw_series(LineSeries::new(pts, style))
+                .map_err(e)?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
+                });
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))

@@ -5,13 +5,40 @@ use std::path::PathBuf;
 use adaptable_tasks::convai2::{SplitConfig, stats_for_path};
 use clap::{Args, Subcommand};
 
-use crate::ExperimentError;
+use crate::{
+    ExperimentError,
+    convai2::{Convai2Profile, Convai2RunOptions, run_profile, write_outputs},
+    device::Backend,
+    io::ensure_writable_dir,
+};
 
 /// ConvAI2 subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Convai2Command {
     /// Episodes, examples, persona clusters and the retraining/test task split.
     Stats(Convai2StatsArgs),
+    /// Retrain on persona tasks (SR, LoRA-ML, …), fine-tune on unseen personas, write the table.
+    Run(Convai2RunArgs),
+}
+
+/// Options of `adaptable convai2 run`.
+#[derive(Debug, Clone, Args)]
+pub struct Convai2RunArgs {
+    /// A built-in profile (quick, paper, smoke) or a TOML file.
+    #[arg(long, default_value = "quick")]
+    pub profile: String,
+    /// Output directory [default: results/convai2/<profile>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
+    #[arg(long, default_value = "ndarray")]
+    pub device: String,
+    /// Seeds per method [default: the profile's].
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Delete earlier results in the output directory and start over (otherwise a rerun resumes).
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 /// Options of `adaptable convai2 stats`.
@@ -31,8 +58,9 @@ pub struct Convai2StatsArgs {
 }
 
 /// Runs a ConvAI2 subcommand.
-pub fn run_convai2(command: &Convai2Command) -> Result<(), ExperimentError> {
+pub fn run_convai2(command: &Convai2Command, quiet: bool) -> Result<(), ExperimentError> {
     match command {
+        Convai2Command::Run(args) => run_profile_command(args, quiet),
         Convai2Command::Stats(args) => {
             let config = SplitConfig {
                 seed: args.seed,
@@ -51,4 +79,81 @@ pub fn run_convai2(command: &Convai2Command) -> Result<(), ExperimentError> {
             Ok(())
         }
     }
+}
+
+fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), ExperimentError> {
+    let mut profile = Convai2Profile::resolve(&args.profile)?;
+    if let Some(seeds) = args.seeds {
+        if seeds == 0 {
+            return Err(ExperimentError::InvalidOption(
+                "--seeds must be at least 1".into(),
+            ));
+        }
+        profile.seeds = seeds;
+    }
+    let backend: Backend = args.device.parse()?;
+    let name = std::path::Path::new(&args.profile)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("custom")
+        .to_string();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results/convai2").join(&name));
+    if args.fresh {
+        for sub in ["retrain", "finetune"] {
+            let dir = out.join(sub);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|source| ExperimentError::Io { path: dir, source })?;
+            }
+        }
+    }
+    ensure_writable_dir(&out)?;
+    let options = Convai2RunOptions {
+        out: out.clone(),
+        device: backend.device()?.autodiff(),
+        quiet,
+        workspace: workspace_root(),
+    };
+    let summary = run_profile(&profile, &options)?;
+    let table = write_outputs(&out, &summary, profile.retrain.lora.rank)?;
+    if !quiet {
+        println!("{table}");
+    }
+    eprintln!(
+        "convai2 {name}: {} retraining and {} fine-tuning runs in {:.1} s; results in {}",
+        summary.retrain.len(),
+        summary.finetune.len(),
+        summary.seconds,
+        out.display()
+    );
+    let failures: Vec<&String> = summary
+        .retrain
+        .iter()
+        .filter_map(|r| r.failure.as_ref())
+        .chain(summary.finetune.iter().filter_map(|r| r.failure.as_ref()))
+        .collect();
+    match failures.first() {
+        None => Ok(()),
+        Some(first) => Err(ExperimentError::RunsFailed {
+            failed: failures.len(),
+            report: out.join("table.md"),
+            first: (*first).clone(),
+        }),
+    }
+}
+
+/// The workspace root: `$ADAPTABLE_WORKSPACE`, else the current directory when it holds `datasets/`,
+/// else the source tree this binary was built from.
+fn workspace_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ADAPTABLE_WORKSPACE") {
+        return PathBuf::from(dir);
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if cwd.join("datasets").is_dir() {
+        return cwd;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }

@@ -71,7 +71,9 @@ pub fn run_embed(args: &EmbedArgs) -> Result<(), ExperimentError> {
         args.texts.clone()
     };
     if texts.is_empty() {
-        return Err(ModelsError::EmptyInput("no texts given (arguments or stdin lines)".into()).into());
+        return Err(
+            ModelsError::EmptyInput("no texts given (arguments or stdin lines)".into()).into(),
+        );
     }
     let tokenizer = TextTokenizer::from_file(&files.tokenizer)?;
     let (encoder, _) = load_pretrained_encoder(&dir, None, &device)?;

@@ -1,11 +1,13 @@
 //! The `adaptable` command-line tool: argument parsing and the subcommands.
 
 mod convai2;
+mod embed;
 mod linear;
 
 use clap::{Parser, Subcommand};
 
-pub use convai2::{Convai2Command, Convai2StatsArgs, run_convai2};
+pub use convai2::{Convai2Command, Convai2RunArgs, Convai2StatsArgs, run_convai2};
+pub use embed::{EmbedArgs, run_embed};
 pub use linear::{LinearArgs, run_linear};
 
 use crate::ExperimentError;
@@ -30,7 +32,9 @@ pub struct Cli {
 pub enum Command {
     /// Run sweeps of the linear theory suite (paper Figure 1) and write curves, summaries and figures.
     Linear(LinearArgs),
-    /// ConvAI2 persona tasks (`stats`).
+    /// Sentence embeddings from a BERT/RoBERTa model directory, one JSON array per input.
+    Embed(EmbedArgs),
+    /// ConvAI2 persona tasks (`stats`, `run`).
     #[command(subcommand)]
     Convai2(Convai2Command),
 }
@@ -57,6 +61,7 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
 pub fn run(cli: Cli) -> Result<(), ExperimentError> {
     match cli.command {
         Command::Linear(args) => run_linear(&args, cli.quiet),
-        Command::Convai2(command) => run_convai2(&command),
+        Command::Convai2(command) => run_convai2(&command, cli.quiet),
+        Command::Embed(args) => run_embed(&args),
     }
 }

@@ -161,7 +161,7 @@ impl LinearExperimentConfig {
 }
 
 /// Formats a TOML error as one line: `line L, column C: message`.
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+pub(crate) fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().replace('\n', " ");
     match error.span() {
         Some(span) => {

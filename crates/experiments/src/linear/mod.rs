@@ -6,6 +6,7 @@ mod report;
 mod runner;
 mod sweep;
 
+pub(crate) use config::describe_toml_error;
 pub use config::{DEFAULT_CONFIG, FineTuneSection, LinearExperimentConfig, SweepSpec};
 pub use output::{CurveRow, Method, SummaryRecord, SweepResult, write_sweep_outputs};
 pub use report::{LinearReportInput, render_linear_report};

@@ -58,7 +58,10 @@ pub fn render_linear_report(input: &LinearReportInput) -> String {
     );
     let _ = writeln!(md, "Produced by:\n\n```\n{}\n```\n", input.command);
     if let Some(s) = input.wall_seconds {
-        let _ = writeln!(md, "Wall time of the sweeps (sum over sweeps, excluding the build): **{s:.1} s**.\n");
+        let _ = writeln!(
+            md,
+            "Wall time of the sweeps (sum over sweeps, excluding the build): **{s:.1} s**.\n"
+        );
     }
     for line in &input.provenance {
         let _ = writeln!(md, "- {line}");

@@ -1,0 +1,539 @@
+//! Runs a ConvAI2 profile: retrain every method and seed, fine-tune on every unseen persona, and keep
+//! every finished piece on disk so that a rerun continues where it stopped.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use adaptable_meta::{
+    MetaError, MetaModel, TaskData,
+    finetune::finetune,
+    retrain::{RetrainMethod, RetrainObserver, RetrainState, prepare, retrain},
+};
+use adaptable_models::{
+    EncoderConfig, LoraTargets, SequenceClassifierConfig, TextTokenizer, load_pretrained_classifier,
+};
+use adaptable_tasks::convai2::{Convai2Data, PersonaTask, build_split};
+use burn::{module::Module, tensor::Device};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Convai2Profile,
+    data::{Batching, ConvaiTask},
+    model::ConvaiModel,
+    outputs::{FinetuneRecord, RetrainRecord},
+};
+use crate::{ExperimentError, io::write_atomic, seed::derive_seed};
+
+/// Options that are not part of the profile.
+#[derive(Debug, Clone)]
+pub struct Convai2RunOptions {
+    /// Output directory (`results/convai2/<profile>`).
+    pub out: PathBuf,
+    /// Training device (autodiff is enabled on it).
+    pub device: Device,
+    /// Hide progress bars.
+    pub quiet: bool,
+    /// The shipped-data directory and models directory are looked up from here.
+    pub workspace: PathBuf,
+}
+
+/// A retraining run's checkpoint bookkeeping (`checkpoint/state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    step: usize,
+    history: Vec<adaptable_meta::retrain::EpochRecord>,
+    best_epoch: usize,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExperimentError + '_ {
+    move |source| ExperimentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn meta(e: MetaError) -> ExperimentError {
+    ExperimentError::Meta(e)
+}
+
+/// The model directory and tokenizer for the profile's model source.
+fn model_source(
+    profile: &Convai2Profile,
+    workspace: &Path,
+) -> Result<(Option<PathBuf>, PathBuf), ExperimentError> {
+    let source = profile.model.source.as_str();
+    if source == "random-tiny" {
+        return Ok((
+            None,
+            workspace.join("datasets/roberta-tokenizer/tokenizer.json"),
+        ));
+    }
+    let dir = match source {
+        "minilm" | "roberta-base" => adaptable_models::default_models_dir().join(source),
+        path => PathBuf::from(path),
+    };
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        if !dir.join(file).is_file() {
+            let hint = if matches!(source, "minilm" | "roberta-base") {
+                format!("run `cargo xtask fetch-model {source}`")
+            } else {
+                "point `model.source` at a directory with config.json, model.safetensors and tokenizer.json".into()
+            };
+            return Err(ExperimentError::InvalidOption(format!(
+                "model `{source}`: {} is missing; {hint}",
+                dir.join(file).display()
+            )));
+        }
+    }
+    let tokenizer = dir.join("tokenizer.json");
+    Ok((Some(dir), tokenizer))
+}
+
+/// A fresh classifier with the foundation model's weights (one shared head, no adapters).
+fn foundation(
+    dir: Option<&Path>,
+    targets: LoraTargets,
+    device: &Device,
+) -> Result<ConvaiModel, ExperimentError> {
+    let classifier = match dir {
+        Some(dir) => load_pretrained_classifier(dir, 2, 1, None, device)?.0,
+        None => {
+            let mut config = EncoderConfig::roberta_base();
+            config.hidden_size = 32;
+            config.num_hidden_layers = 2;
+            config.num_attention_heads = 4;
+            config.intermediate_size = 64;
+            config.max_position_embeddings = 130;
+            SequenceClassifierConfig::new(config, 2, 1).init(device)?
+        }
+    };
+    Ok(ConvaiModel {
+        classifier,
+        targets,
+    })
+}
+
+/// Builds the tasks of a persona split.
+fn tasks_of(
+    personas: &[PersonaTask],
+    profile: &Convai2Profile,
+    tokenizer: &TextTokenizer,
+    role: &str,
+    device: &Device,
+) -> Result<Vec<ConvaiTask>, ExperimentError> {
+    let options = profile.split.example_options();
+    personas
+        .iter()
+        .enumerate()
+        .map(|(i, persona)| {
+            let mut train = persona.train_examples(&options)?;
+            let mut heldout = persona.heldout_examples(&options)?;
+            if let Some(n) = profile.data.max_train_examples {
+                train.truncate(n);
+            }
+            if let Some(n) = profile.data.max_heldout_examples {
+                heldout.truncate(n);
+            }
+            let batching = Batching {
+                batch_size: profile.data.batch_size,
+                eval_batch_size: profile.data.eval_batch_size,
+                negatives: profile.data.negatives,
+                seed: derive_seed(profile.split.seed, &[role, &i.to_string()]),
+            };
+            Ok(ConvaiTask::new(
+                &train,
+                &heldout,
+                tokenizer,
+                profile.data.max_len,
+                batching,
+                device,
+            )?)
+        })
+        .collect()
+}
+
+fn bar(quiet: bool, len: usize, prefix: String) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>28} [{bar:30}] {pos}/{len} steps {elapsed} (ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// Saves the run's state after every epoch: model, optimizer, bookkeeping, and the best model.
+struct Checkpointer {
+    dir: PathBuf,
+    bar: ProgressBar,
+    error: Option<ExperimentError>,
+    /// Reseeds the device's random stream (dropout) for the epoch that starts, so that a resumed run
+    /// draws exactly what an uninterrupted one does.
+    reseed: Box<dyn Fn(usize)>,
+}
+
+impl Checkpointer {
+    fn save(&self, state: &RetrainState<ConvaiModel>) -> Result<(), ExperimentError> {
+        let ckpt = self.dir.join("checkpoint");
+        std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+        let save_module = |module: &ConvaiModel, name: &str| -> Result<(), ExperimentError> {
+            let tmp = ckpt.join(format!("{name}.tmp.bpk"));
+            module
+                .clone()
+                .save_file(&tmp)
+                .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", tmp.display())))?;
+            std::fs::rename(&tmp, ckpt.join(format!("{name}.bpk"))).map_err(io_err(&ckpt))
+        };
+        save_module(&state.model, "model")?;
+        let tmp = ckpt.join("optimizer.tmp.bpk");
+        state
+            .optimizer
+            .save(&tmp)
+            .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, ckpt.join("optimizer.bpk")).map_err(io_err(&ckpt))?;
+        if state.best.1 == state.history.len() {
+            save_module(&state.best.0, "best")?;
+        }
+        let bookkeeping = CheckpointState {
+            step: state.step,
+            history: state.history.clone(),
+            best_epoch: state.best.1,
+        };
+        // Written last: it marks the checkpoint as complete.
+        write_json(&ckpt.join("state.json"), &bookkeeping)
+    }
+}
+
+impl RetrainObserver<ConvaiModel> for Checkpointer {
+    fn on_epoch_start(&mut self, epoch: usize) {
+        (self.reseed)(epoch - 1);
+    }
+
+    fn on_step(&mut self, _step: usize) {
+        self.bar.inc(1);
+    }
+
+    fn on_epoch(&mut self, state: &RetrainState<ConvaiModel>) -> Result<(), MetaError> {
+        self.save(state).map_err(|e| {
+            let message = e.to_string();
+            self.error = Some(e);
+            MetaError::Data(format!("checkpoint failed: {message}"))
+        })
+    }
+}
+
+fn load_checkpoint(
+    dir: &Path,
+    prepared: &ConvaiModel,
+    profile: &Convai2Profile,
+) -> Result<Option<RetrainState<ConvaiModel>>, ExperimentError> {
+    let ckpt = dir.join("checkpoint");
+    let Ok(bookkeeping) = read_json::<CheckpointState>(&ckpt.join("state.json")) else {
+        return Ok(None);
+    };
+    let load = |name: &str| -> Result<ConvaiModel, ExperimentError> {
+        let path = ckpt.join(format!("{name}.bpk"));
+        // A loaded module comes back with its training flags off (dropout disabled); `train` restores
+        // them so the resumed epochs match an uninterrupted run.
+        prepared
+            .clone()
+            .try_load_file(&path)
+            .map(Module::train)
+            .map_err(|e| {
+                ExperimentError::Checkpoint(format!(
+                    "{}: {e}; delete the directory or use --fresh",
+                    path.display()
+                ))
+            })
+    };
+    let optimizer = profile
+        .retrain
+        .optim
+        .optimizer()
+        .load(ckpt.join("optimizer.bpk"))
+        .map_err(|e| {
+            ExperimentError::Checkpoint(format!("{}: {e}", ckpt.join("optimizer.bpk").display()))
+        })?;
+    Ok(Some(RetrainState {
+        model: load("model")?,
+        optimizer,
+        step: bookkeeping.step,
+        best: (load("best")?, bookkeeping.best_epoch),
+        history: bookkeeping.history,
+    }))
+}
+
+/// What a finished profile run produced.
+#[derive(Debug, Clone)]
+pub struct Convai2RunSummary {
+    /// One record per retraining run (failed ones included).
+    pub retrain: Vec<RetrainRecord>,
+    /// One record per fine-tuning run.
+    pub finetune: Vec<FinetuneRecord>,
+    /// Persona ids of the test tasks, in task order.
+    pub test_personas: Vec<usize>,
+    /// Wall time of this invocation.
+    pub seconds: f64,
+}
+
+/// Runs (or resumes) a profile.
+pub fn run_profile(
+    profile: &Convai2Profile,
+    options: &Convai2RunOptions,
+) -> Result<Convai2RunSummary, ExperimentError> {
+    let started = Instant::now();
+    let device = options.device.clone();
+    let (model_dir, tokenizer_path) = model_source(profile, &options.workspace)?;
+    let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+    let data = match &profile.data.path {
+        Some(path) => Convai2Data::load(path)?,
+        None => Convai2Data::load_default()?,
+    };
+    let split = build_split(&data, &profile.split)?;
+    let retrain_tasks = tasks_of(&split.retrain, profile, &tokenizer, "retrain", &device)?;
+    let test_tasks = tasks_of(&split.test, profile, &tokenizer, "test", &device)?;
+    tracing::info!(
+        retrain_tasks = retrain_tasks.len(),
+        test_tasks = test_tasks.len(),
+        "ConvAI2 tasks tokenised in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut retrain_records = Vec::new();
+    let mut finetune_records = Vec::new();
+    for seed in 0..profile.seeds {
+        for &method in &profile.methods {
+            let dir = options
+                .out
+                .join("retrain")
+                .join(method.id())
+                .join(format!("seed{seed}"));
+            let record = retrain_one(
+                profile,
+                options,
+                model_dir.as_deref(),
+                &retrain_tasks,
+                method,
+                seed,
+                &dir,
+            )?;
+            let failed = record.failure.is_some();
+            retrain_records.push(record);
+            if failed {
+                continue;
+            }
+            let prepared = seeded_prepared(
+                profile,
+                model_dir.as_deref(),
+                method,
+                retrain_tasks.len(),
+                seed,
+                &device,
+            )?;
+            let best = dir.join("checkpoint/best.bpk");
+            let base = prepared
+                .try_load_file(&best)
+                .map(Module::train)
+                .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", best.display())))?;
+            for rank in profile.finetune.effective_ranks() {
+                for (k, task) in test_tasks.iter().enumerate() {
+                    let file = options
+                        .out
+                        .join("finetune")
+                        .join(method.id())
+                        .join(format!("seed{seed}"))
+                        .join(format!("rank{rank}"))
+                        .join(format!("task{k}.json"));
+                    if let Ok(done) = read_json::<FinetuneRecord>(&file) {
+                        finetune_records.push(done);
+                        continue;
+                    }
+                    device.seed(derive_seed(
+                        seed as u64,
+                        &["finetune", method.id(), &rank.to_string(), &k.to_string()],
+                    ));
+                    let config = profile.finetune.config(rank);
+                    let steps = config.optim.epochs * task.train_len();
+                    let bar = bar(
+                        options.quiet,
+                        steps,
+                        format!("{} seed {seed} r={rank} task {k}", method.id()),
+                    );
+                    let t0 = Instant::now();
+                    let outcome = finetune(
+                        &base,
+                        task,
+                        profile.finetune.method,
+                        &config,
+                        &device,
+                        || bar.inc(1),
+                    );
+                    bar.finish_and_clear();
+                    let record = match outcome {
+                        Ok(outcome) => FinetuneRecord::finished(
+                            method,
+                            seed,
+                            rank,
+                            k,
+                            split.test[k].id,
+                            outcome,
+                            t0.elapsed().as_secs_f64(),
+                        ),
+                        Err(e @ MetaError::NonFiniteLoss { .. }) => FinetuneRecord::failed(
+                            method,
+                            seed,
+                            rank,
+                            k,
+                            split.test[k].id,
+                            e.to_string(),
+                        ),
+                        Err(e) => return Err(meta(e)),
+                    };
+                    tracing::info!(
+                        method = method.id(),
+                        seed,
+                        rank,
+                        task = k,
+                        best = record.best,
+                        "fine-tuned"
+                    );
+                    write_json(&file, &record)?;
+                    finetune_records.push(record);
+                }
+            }
+        }
+    }
+    Ok(Convai2RunSummary {
+        retrain: retrain_records,
+        finetune: finetune_records,
+        test_personas: split.test.iter().map(|t| t.id).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The foundation model prepared for `method`, with the seed's initialisation of adapters and heads.
+fn seeded_prepared(
+    profile: &Convai2Profile,
+    model_dir: Option<&Path>,
+    method: RetrainMethod,
+    tasks: usize,
+    seed: usize,
+    device: &Device,
+) -> Result<ConvaiModel, ExperimentError> {
+    device.seed(derive_seed(seed as u64, &["retrain-init", method.id()]));
+    let model = foundation(model_dir, profile.model.targets, device)?;
+    prepare(model, method, tasks, &profile.retrain, device).map_err(meta)
+}
+
+fn retrain_one(
+    profile: &Convai2Profile,
+    options: &Convai2RunOptions,
+    model_dir: Option<&Path>,
+    tasks: &[ConvaiTask],
+    method: RetrainMethod,
+    seed: usize,
+    dir: &Path,
+) -> Result<RetrainRecord, ExperimentError> {
+    let result_file = dir.join("result.json");
+    if let Ok(done) = read_json::<RetrainRecord>(&result_file) {
+        tracing::info!(
+            method = method.id(),
+            seed,
+            "retraining already finished; reusing it"
+        );
+        return Ok(done);
+    }
+    let device = &options.device;
+    let prepared = seeded_prepared(profile, model_dir, method, tasks.len(), seed, device)?;
+    let resume = load_checkpoint(dir, &prepared, profile)?;
+    if let Some(state) = &resume {
+        tracing::info!(
+            method = method.id(),
+            seed,
+            epochs_done = state.epochs_done(),
+            "resuming retraining from its checkpoint"
+        );
+    }
+    let done = resume.as_ref().map_or(0, RetrainState::epochs_done);
+    let per_epoch = match method {
+        RetrainMethod::Reptile => tasks.len(),
+        _ => tasks.iter().map(TaskData::train_len).sum(),
+    };
+    let remaining = profile.retrain.optim.epochs.saturating_sub(done) * per_epoch;
+    let reseed = {
+        let device = device.clone();
+        move |epochs_done: usize| {
+            device.seed(derive_seed(
+                seed as u64,
+                &["retrain-epoch", method.id(), &epochs_done.to_string()],
+            ));
+        }
+    };
+    let mut checkpointer = Checkpointer {
+        dir: dir.to_path_buf(),
+        bar: bar(
+            options.quiet,
+            remaining,
+            format!("retrain {} seed {seed}", method.id()),
+        ),
+        error: None,
+        reseed: Box::new(reseed),
+    };
+    let trainable = prepared.trainable_params();
+    let t0 = Instant::now();
+    let outcome = retrain(
+        prepared,
+        tasks,
+        method,
+        &profile.retrain,
+        &mut checkpointer,
+        resume,
+    );
+    checkpointer.bar.finish_and_clear();
+    if let Some(e) = checkpointer.error.take() {
+        return Err(e);
+    }
+    let record = match outcome {
+        Ok(outcome) => RetrainRecord::finished(
+            method,
+            seed,
+            &outcome,
+            trainable,
+            t0.elapsed().as_secs_f64(),
+        ),
+        Err(e @ MetaError::NonFiniteLoss { .. }) => {
+            tracing::error!(method = method.id(), seed, "retraining failed: {e}");
+            RetrainRecord::failed(method, seed, trainable, e.to_string())
+        }
+        Err(e) => return Err(meta(e)),
+    };
+    write_json(&result_file, &record)?;
+    Ok(record)
+}
+
+/// Writes pretty JSON atomically.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| ExperimentError::Results {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads JSON.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ExperimentError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|e| ExperimentError::Results {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

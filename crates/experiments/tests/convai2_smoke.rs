@@ -1,0 +1,200 @@
+//! The ConvAI2 suite end to end on the `smoke` profile: every output, resumption after a kill, and
+//! a diverging run reported without stopping the others.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn adaptable() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_adaptable"));
+    cmd.env_remove("RUST_LOG").env(
+        "ADAPTABLE_WORKSPACE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../.."),
+    );
+    cmd
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("adaptable-convai2-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run_smoke(out: &Path, profile: &str) -> Output {
+    adaptable()
+        .args(["-q", "convai2", "run", "--profile", profile, "--out"])
+        .arg(out)
+        .output()
+        .expect("run adaptable")
+}
+
+/// The CSV without the wall-time column, which legitimately differs between runs.
+fn numbers(csv: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(csv).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
+    let header: Vec<&str> = text.lines().next().unwrap_or_default().split(',').collect();
+    let seconds = header.iter().position(|h| *h == "seconds");
+    text.lines()
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != seconds)
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn smoke_profile_writes_every_output() {
+    let out = scratch("all");
+    let result = run_smoke(&out, "smoke");
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    for file in [
+        "summary.csv",
+        "retrain.csv",
+        "table.md",
+        "accuracy.png",
+        "accuracy.svg",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    for method in ["sr", "lora-ml"] {
+        assert!(
+            out.join(format!("retrain/{method}/seed0/result.json"))
+                .is_file()
+        );
+        for task in 0..2 {
+            assert!(
+                out.join(format!("finetune/{method}/seed0/rank2/task{task}.json"))
+                    .is_file()
+            );
+        }
+    }
+    // 2 methods × 1 rank × 2 test tasks, plus the header.
+    assert_eq!(numbers(&out.join("summary.csv")).len(), 5);
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(
+        table.contains("SR + LoRA r=2") && table.contains("LoRA-ML-2 + LoRA r=2"),
+        "{table}"
+    );
+    assert!(table.contains("**average**"), "{table}");
+
+    // A rerun finds everything finished and changes nothing.
+    let before = numbers(&out.join("summary.csv"));
+    let again = run_smoke(&out, "smoke");
+    assert!(again.status.success());
+    assert_eq!(numbers(&out.join("summary.csv")), before);
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_numbers() {
+    let reference = scratch("reference");
+    assert!(run_smoke(&reference, "smoke").status.success());
+
+    let out = scratch("killed");
+    let mut child = adaptable()
+        .args(["-q", "convai2", "run", "--profile", "smoke", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start adaptable");
+    // Kill it as soon as the first epoch of the first retraining is checkpointed.
+    let marker = out.join("retrain/sr/seed0/checkpoint/state.json");
+    let started = Instant::now();
+    while !marker.exists() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert!(marker.exists(), "no checkpoint appeared");
+    assert!(
+        !out.join("table.md").exists(),
+        "the run finished before it could be interrupted"
+    );
+
+    let resumed = run_smoke(&out, "smoke");
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        numbers(&out.join("summary.csv")),
+        numbers(&reference.join("summary.csv"))
+    );
+    assert_eq!(
+        numbers(&out.join("retrain.csv")),
+        numbers(&reference.join("retrain.csv"))
+    );
+    std::fs::remove_dir_all(out).unwrap();
+    std::fs::remove_dir_all(reference).unwrap();
+}
+
+#[test]
+fn a_diverging_run_is_reported_and_the_others_finish() {
+    let out = scratch("nan");
+    std::fs::create_dir_all(&out).unwrap();
+    let profile = out.join("diverge.toml");
+    let smoke = include_str!("../configs/convai2-smoke.toml");
+    // Fine-tuning at an absurd learning rate overflows; retraining is unchanged.
+    let diverging = smoke.replace(
+        "optim = { epochs = 2, lr = 1e-3, schedule_multiplier = 4.0 }",
+        "optim = { epochs = 2, lr = 1e30, warmup_fraction = 0.0, schedule_multiplier = 4.0 }",
+    );
+    assert_ne!(
+        diverging, smoke,
+        "the smoke profile changed; update this test"
+    );
+    std::fs::write(&profile, diverging).unwrap();
+    let result = run_smoke(&out, profile.to_str().unwrap());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        !result.status.success(),
+        "a failed run must give a non-zero exit"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(
+        error[0].contains("run(s) failed") && error[0].contains("fine-tuning: loss became"),
+        "{stderr}"
+    );
+    assert!(
+        error[0].contains("step") && error[0].contains("task"),
+        "{stderr}"
+    );
+    // Both retrainings finished; every fine-tuning is in the report as failed.
+    assert!(out.join("retrain/sr/seed0/result.json").is_file());
+    assert!(out.join("retrain/lora-ml/seed0/result.json").is_file());
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(
+        table.contains("**Failed runs**") && table.contains("fine-tuning sr seed 0 rank 2 task 0"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn unknown_profile_and_missing_model_are_one_line_errors() {
+    let out = scratch("bad");
+    let result = run_smoke(&out, "enormous");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(
+        stderr
+            .trim()
+            .starts_with("error: invalid option: unknown profile `enormous`"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(out);
+}
