@@ -36,9 +36,19 @@ pub struct Convai2RunArgs {
     /// Seeds per method [default: the profile's].
     #[arg(long)]
     pub seeds: Option<usize>,
+    /// Run only these retraining methods of the profile (comma-separated ids, e.g. `sr,lora-ml`);
+    /// separate processes can share one output directory this way, and a final run without the
+    /// option collects everything.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
     /// Delete earlier results in the output directory and start over (otherwise a rerun resumes).
     #[arg(long)]
     pub fresh: bool,
+    /// Worker processes: the methods are independent and the CPU backends keep about one core
+    /// busy per training step, so they train in parallel processes (each deterministic on its own)
+    /// [default: the CPU count for CPU backends, 1 for wgpu].
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 /// Options of `adaptable convai2 stats`.
@@ -82,6 +92,7 @@ pub fn run_convai2(command: &Convai2Command, quiet: bool) -> Result<(), Experime
 }
 
 fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), ExperimentError> {
+    let started = std::time::Instant::now();
     let mut profile = Convai2Profile::resolve(&args.profile)?;
     if let Some(seeds) = args.seeds {
         if seeds == 0 {
@@ -90,6 +101,16 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
             ));
         }
         profile.seeds = seeds;
+    }
+    if !args.methods.is_empty() {
+        let known: Vec<&str> = profile.methods.iter().map(|m| m.id()).collect();
+        if let Some(unknown) = args.methods.iter().find(|m| !known.contains(&m.as_str())) {
+            return Err(ExperimentError::InvalidOption(format!(
+                "--methods: `{unknown}` is not a method of this profile ({})",
+                known.join(", ")
+            )));
+        }
+        profile.methods.retain(|m| args.methods.iter().any(|a| a == m.id()));
     }
     let backend: Backend = args.device.parse()?;
     let name = std::path::Path::new(&args.profile)
@@ -111,6 +132,14 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         }
     }
     ensure_writable_dir(&out)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args
+        .jobs
+        .unwrap_or(if backend == Backend::Wgpu { 1 } else { cpus })
+        .min(profile.methods.len());
+    if jobs > 1 && args.methods.is_empty() {
+        run_workers(args, &profile, &out, jobs)?;
+    }
     let options = Convai2RunOptions {
         out: out.clone(),
         device: backend.device()?.autodiff(),
@@ -126,7 +155,7 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         "convai2 {name}: {} retraining and {} fine-tuning runs in {:.1} s; results in {}",
         summary.retrain.len(),
         summary.finetune.len(),
-        summary.seconds,
+        started.elapsed().as_secs_f64(),
         out.display()
     );
     let failures: Vec<&String> = summary
@@ -156,4 +185,47 @@ fn workspace_root() -> PathBuf {
         return cwd;
     }
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// Runs the profile's methods in `jobs` child processes of this binary sharing `out`; the caller then
+/// collects their finished results.
+fn run_workers(
+    args: &Convai2RunArgs,
+    profile: &Convai2Profile,
+    out: &std::path::Path,
+    jobs: usize,
+) -> Result<(), ExperimentError> {
+    let exe = std::env::current_exe().map_err(|source| ExperimentError::Io {
+        path: PathBuf::from("adaptable"),
+        source,
+    })?;
+    let ids: Vec<&str> = profile.methods.iter().map(|m| m.id()).collect();
+    let mut children = Vec::new();
+    for group in ids.chunks(ids.len().div_ceil(jobs)) {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["-q", "convai2", "run", "--profile", &args.profile, "--device", &args.device, "--jobs", "1"])
+            .arg("--out")
+            .arg(out)
+            .arg("--methods")
+            .arg(group.join(","));
+        if let Some(seeds) = args.seeds {
+            cmd.args(["--seeds", &seeds.to_string()]);
+        }
+        tracing::info!(methods = %group.join(","), "starting a worker process");
+        let child = cmd.spawn().map_err(|source| ExperimentError::Io { path: exe.clone(), source })?;
+        children.push((group.join(","), child));
+    }
+    let mut failed = Vec::new();
+    for (group, mut child) in children {
+        let status = child.wait().map_err(|source| ExperimentError::Io { path: exe.clone(), source })?;
+        if !status.success() {
+            failed.push(group);
+        }
+    }
+    // Failed runs are recorded in their JSON files; the collecting run reports them. A worker that
+    // died without writing (a crash) is retried there, which also resumes its checkpoints.
+    if !failed.is_empty() {
+        tracing::warn!(methods = %failed.join("; "), "worker(s) exited with an error; collecting what finished");
+    }
+    Ok(())
 }
