@@ -42,12 +42,23 @@ pub fn draw_sweep_figure(path: &Path, result: &SweepResult) -> Result<(), Experi
     render(path, &SweepFigure(result))
 }
 
+/// One labelled curve of a line figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend text.
+    pub label: String,
+    /// `(x, y)` points in order.
+    pub points: Vec<(usize, f64)>,
+    /// Drawn dashed (baselines), otherwise solid.
+    pub dashed: bool,
+}
+
 /// Draws labelled line series (`dashed` for baselines) on linear axes to `path`, atomically.
 pub fn draw_lines(
     path: &Path,
     title: &str,
     (x_label, y_label): (&str, &str),
-    series: &[(String, Vec<(usize, f64)>, bool)],
+    series: &[Series],
 ) -> Result<(), ExperimentError> {
     render(
         path,
@@ -75,7 +86,7 @@ impl Figure for SweepFigure<'_> {
 struct LinesFigure<'a> {
     title: &'a str,
     labels: (&'a str, &'a str),
-    series: &'a [(String, Vec<(usize, f64)>, bool)],
+    series: &'a [Series],
 }
 
 impl Figure for LinesFigure<'_> {
@@ -237,12 +248,12 @@ fn draw_series<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     (x_label, y_label): (&str, &str),
-    series: &[(String, Vec<(usize, f64)>, bool)],
+    series: &[Series],
 ) -> Result<(), String> {
     register_embedded_font();
     let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
     root.fill(&WHITE).map_err(e)?;
-    let points = series.iter().flat_map(|(_, p, _)| p.iter());
+    let points = series.iter().flat_map(|s| s.points.iter());
     let max_x = points.clone().map(|p| p.0).max().unwrap_or(1).max(1);
     let (lo, hi) = points
         .map(|p| p.1)
@@ -270,7 +281,15 @@ fn draw_series<DB: DrawingBackend>(
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(e)?;
-    for (i, (label, points, dashed)) in series.iter().enumerate() {
+    for (
+        i,
+        Series {
+            label,
+            points,
+            dashed,
+        },
+    ) in series.iter().enumerate()
+    {
         let colour = PALETTE[i % PALETTE.len()];
         let style = colour.stroke_width(2);
         let pts = points.iter().copied();

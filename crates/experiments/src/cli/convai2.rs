@@ -27,7 +27,7 @@ pub struct Convai2RunArgs {
     /// A built-in profile (quick, paper, smoke) or a TOML file.
     #[arg(long, default_value = "quick")]
     pub profile: String,
-    /// Output directory [default: results/convai2/<profile>].
+    /// Output directory [default: results/convai2/PROFILE].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Compute backend: ndarray, flex or wgpu (must be compiled in).
@@ -110,7 +110,9 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
                 known.join(", ")
             )));
         }
-        profile.methods.retain(|m| args.methods.iter().any(|a| a == m.id()));
+        profile
+            .methods
+            .retain(|m| args.methods.iter().any(|a| a == m.id()));
     }
     let backend: Backend = args.device.parse()?;
     let name = std::path::Path::new(&args.profile)
@@ -203,21 +205,37 @@ fn run_workers(
     let mut children = Vec::new();
     for group in ids.chunks(ids.len().div_ceil(jobs)) {
         let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["-q", "convai2", "run", "--profile", &args.profile, "--device", &args.device, "--jobs", "1"])
-            .arg("--out")
-            .arg(out)
-            .arg("--methods")
-            .arg(group.join(","));
+        cmd.args([
+            "-q",
+            "convai2",
+            "run",
+            "--profile",
+            &args.profile,
+            "--device",
+            &args.device,
+            "--jobs",
+            "1",
+        ])
+        .arg("--out")
+        .arg(out)
+        .arg("--methods")
+        .arg(group.join(","));
         if let Some(seeds) = args.seeds {
             cmd.args(["--seeds", &seeds.to_string()]);
         }
         tracing::info!(methods = %group.join(","), "starting a worker process");
-        let child = cmd.spawn().map_err(|source| ExperimentError::Io { path: exe.clone(), source })?;
+        let child = cmd.spawn().map_err(|source| ExperimentError::Io {
+            path: exe.clone(),
+            source,
+        })?;
         children.push((group.join(","), child));
     }
     let mut failed = Vec::new();
     for (group, mut child) in children {
-        let status = child.wait().map_err(|source| ExperimentError::Io { path: exe.clone(), source })?;
+        let status = child.wait().map_err(|source| ExperimentError::Io {
+            path: exe.clone(),
+            source,
+        })?;
         if !status.success() {
             failed.push(group);
         }

@@ -28,7 +28,7 @@ pub enum PoolingArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmbedArgs {
     /// Model directory with config.json, model.safetensors and tokenizer.json
-    /// [default: $ADAPTABLE_MODELS_DIR/minilm or <workspace>/models/minilm].
+    /// [default: $ADAPTABLE_MODELS_DIR/minilm or WORKSPACE/models/minilm].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// How token states become one vector.

@@ -9,7 +9,7 @@ use adaptable_meta::{
 use serde::{Deserialize, Serialize};
 
 use super::{model::ConvaiModel, runner::Convai2RunSummary};
-use crate::{ExperimentError, io::write_atomic};
+use crate::{ExperimentError, io::write_atomic, plot::Series};
 
 /// One retraining run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,7 +376,7 @@ fn draw_accuracy(
             .or_default()
             .push(r.accuracy.clone());
     }
-    let series: Vec<(String, Vec<(usize, f64)>, bool)> = curves
+    let series: Vec<Series> = curves
         .iter()
         .map(|(&(rank, method), runs)| {
             let epochs = runs.iter().map(Vec::len).min().unwrap_or(0);
@@ -388,11 +388,11 @@ fn draw_accuracy(
                     )
                 })
                 .collect();
-            (
-                column_label(method, retrain_rank, rank),
-                mean,
-                method == RetrainMethod::Standard,
-            )
+            Series {
+                label: column_label(method, retrain_rank, rank),
+                points: mean,
+                dashed: method == RetrainMethod::Standard,
+            }
         })
         .collect();
     crate::plot::draw_lines(

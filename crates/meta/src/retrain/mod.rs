@@ -1,5 +1,5 @@
 //! Retraining on many tasks before adaptation: standard retraining (SR), LoRA-ML, last-layer-ML and
-//! first-order Reptile, over any [`MetaModel`](crate::MetaModel).
+//! first-order Reptile, over any [`MetaModel`].
 //!
 //! All methods share the paper's protocol (§7.2 of our specification): AdamW with a linear warm-up
 //! and decay, an evaluation of every retraining task on its held-out data after each epoch (LoRA-ML
