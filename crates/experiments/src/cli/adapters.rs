@@ -194,7 +194,8 @@ fn run_import(args: &ImportArgs) -> Result<(), ExperimentError> {
         .find(|t| t.name == head_key)
         .and_then(|t| t.shape.first().copied())
         .unwrap_or(args.num_labels);
-    let (mut model, _) = load_pretrained_classifier(&args.model, labels, 1, Some(adapters), &device)?;
+    let (mut model, _) =
+        load_pretrained_classifier(&args.model, labels, 1, Some(adapters), &device)?;
     let report = import_adapter(&mut model, &args.adapter, &device)?;
     println!(
         "imported {} tensors from {}: adapter {}, head {}",

@@ -49,6 +49,10 @@ pub struct Convai2RunArgs {
     /// [default: the CPU count for CPU backends, 1 for wgpu].
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Internal: run as a worker of a parent `convai2 run` (record results, write no report, stop
+    /// when the parent goes away).
+    #[arg(long, hide = true)]
+    pub worker: bool,
 }
 
 /// Options of `adaptable convai2 stats`.
@@ -139,7 +143,7 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         .jobs
         .unwrap_or(if backend == Backend::Wgpu { 1 } else { cpus })
         .min(profile.methods.len());
-    if jobs > 1 && args.methods.is_empty() {
+    if jobs > 1 && args.methods.is_empty() && !args.worker {
         run_workers(args, &profile, &out, jobs)?;
     }
     let options = Convai2RunOptions {
@@ -148,6 +152,11 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         quiet,
         workspace: workspace_root(),
     };
+    if args.worker {
+        exit_with_parent();
+        run_profile(&profile, &options)?;
+        return Ok(());
+    }
     let summary = run_profile(&profile, &options)?;
     let table = write_outputs(&out, &summary, profile.retrain.lora.rank)?;
     if !quiet {
@@ -213,8 +222,7 @@ fn run_workers(
             &args.profile,
             "--device",
             &args.device,
-            "--jobs",
-            "1",
+            "--worker",
         ])
         .arg("--out")
         .arg(out)
@@ -246,4 +254,21 @@ fn run_workers(
         tracing::warn!(methods = %failed.join("; "), "worker(s) exited with an error; collecting what finished");
     }
     Ok(())
+}
+
+/// Ends this worker process when its parent dies (e.g. the user killed the parent): the rerun resumes
+/// from the checkpoints, and no orphan keeps writing into the output directory.
+fn exit_with_parent() {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if std::os::unix::process::parent_id() != parent {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
 }
