@@ -198,3 +198,94 @@ fn unknown_profile_and_missing_model_are_one_line_errors() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(out);
 }
+
+/// Writes a copy of the smoke profile with `edit` applied and runs it, expecting one error line.
+fn failing_variant(name: &str, edit: impl Fn(&str) -> String, out: Option<&Path>) -> String {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &profile,
+        edit(include_str!("../configs/convai2-smoke.toml")),
+    )
+    .unwrap();
+    let target = out.map_or_else(|| dir.join("out"), Path::to_path_buf);
+    let result = run_smoke(&target, profile.to_str().unwrap());
+    let stderr = String::from_utf8_lossy(&result.stderr).to_string();
+    assert!(!result.status.success(), "{name}: expected failure");
+    assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{name}: {stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+    errors[0].to_string()
+}
+
+#[test]
+fn bad_inputs_give_one_clear_line() {
+    // An unreadable dataset.
+    let err = failing_variant(
+        "nodata",
+        |p| {
+            p.replacen(
+                "[data]",
+                "[data]\npath = \"/nonexistent/valid_self_original.txt\"",
+                1,
+            )
+        },
+        None,
+    );
+    assert!(
+        err.contains("/nonexistent/valid_self_original.txt"),
+        "{err}"
+    );
+
+    // Corrupt weights and a missing tokenizer in a model directory.
+    let model = scratch("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        include_str!("../../models/tests/fixtures/tiny-roberta/config.json"),
+    )
+    .unwrap();
+    std::fs::write(model.join("model.safetensors"), b"not a safetensors file").unwrap();
+    let source = format!("source = \"{}\"", model.display());
+    let err = failing_variant(
+        "notok",
+        |p| p.replace("source = \"random-tiny\"", &source),
+        None,
+    );
+    assert!(
+        err.contains("tokenizer.json") && err.contains("is missing"),
+        "{err}"
+    );
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../datasets/roberta-tokenizer/tokenizer.json"
+        ),
+        model.join("tokenizer.json"),
+    )
+    .unwrap();
+    let err = failing_variant(
+        "corrupt",
+        |p| p.replace("source = \"random-tiny\"", &source),
+        None,
+    );
+    assert!(err.contains("model.safetensors"), "{err}");
+    let _ = std::fs::remove_dir_all(model);
+
+    // An output directory that cannot be created (a regular file is in the way).
+    let blocker = scratch("blocker");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let err = failing_variant("unwritable", |p| p.to_string(), Some(&blocker.join("out")));
+    assert!(err.contains(blocker.to_str().unwrap()), "{err}");
+    let _ = std::fs::remove_file(blocker);
+
+    // A malformed profile names the line.
+    let err = failing_variant(
+        "malformed",
+        |p| p.replacen("seeds = 1", "seeds = [1", 1),
+        None,
+    );
+    assert!(err.contains("line"), "{err}");
+}

@@ -231,6 +231,10 @@ fn run_workers(
         if let Some(seeds) = args.seeds {
             cmd.args(["--seeds", &seeds.to_string()]);
         }
+        // A worker's errors come from the same inputs as the collecting run's, which reports them
+        // once; the workers stay silent.
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         tracing::info!(methods = %group.join(","), "starting a worker process");
         let child = cmd.spawn().map_err(|source| ExperimentError::Io {
             path: exe.clone(),
