@@ -93,23 +93,110 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
                 args.seeds.unwrap_or(5)
             ),
             _ => println!(
-                "  convai2  not available in this version (ConvAI2 meta-retraining is in progress)"
+                "  convai2  {:?} profile: retrain SR and LoRA-ML on persona tasks, LoRA fine-tuning on unseen personas ({})",
+                args.profile,
+                match args.profile {
+                    Profile::Quick => "about 16 minutes on 2 CPU cores",
+                    Profile::Smoke => "seconds",
+                    Profile::Paper => "hours; a GPU is advised",
+                }
             ),
         }
     }
     let binary = build_cli(root, &args.device)?;
-    let mut reports = Vec::new();
+    let mut parts = Vec::new();
     for suite in &suites {
-        match suite {
-            Suite::Linear => reports.push(run_linear(root, &binary, args)?),
-            _ => reports.push(run_convai2(root, &binary, args)?),
-        }
+        let t0 = Instant::now();
+        let (name, file) = match suite {
+            Suite::Linear => ("linear", run_linear(root, &binary, args)?),
+            _ => ("convai2", run_convai2(root, &binary, args)?),
+        };
+        parts.push((name, file, t0.elapsed().as_secs_f64()));
     }
+    let report = write_report(root, args, &parts, started.elapsed().as_secs_f64())?;
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
-    for report in reports {
-        println!("report: {}", report.display());
+    for (name, file, seconds) in &parts {
+        println!("  {name}: {seconds:.0} s, {}", file.display());
     }
+    println!("report: {}", report.display());
     Ok(())
+}
+
+/// Writes `<out>/report.md`: each suite's report, then the provenance of the run.
+fn write_report(
+    root: &Path,
+    args: &ReproduceArgs,
+    parts: &[(&str, PathBuf, f64)],
+    total: f64,
+) -> Result<PathBuf, ReproduceError> {
+    let output = |program: &str, argv: &[&str]| {
+        Command::new(program)
+            .current_dir(root)
+            .args(argv)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let mut md = String::from("# Reproduction report\n\n");
+    md.push_str(&format!(
+        "Command: `cargo xtask reproduce {} --profile {} --device {}{}`\n\n",
+        match args.suite {
+            Suite::Linear => "linear",
+            Suite::Convai2 => "convai2",
+            Suite::All => "all",
+        },
+        args.profile,
+        args.device,
+        args.seeds
+            .map_or(String::new(), |s| format!(" --seeds {s}"))
+    ));
+    md.push_str("## Provenance\n\n");
+    md.push_str(&format!(
+        "- git commit: {}\n",
+        output("git", &["rev-parse", "HEAD"])
+    ));
+    md.push_str(&format!("- rustc: {}\n", output("rustc", &["--version"])));
+    md.push_str("- burn: 0.22.1 (pinned in Cargo.toml)\n");
+    md.push_str(&format!(
+        "- backend: {}; CPUs: {}\n",
+        args.device,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    ));
+    for (name, _, seconds) in parts {
+        md.push_str(&format!(
+            "- {name}: {seconds:.0} s wall time (finished work reused on reruns)\n"
+        ));
+    }
+    md.push_str(&format!("- total: {total:.0} s\n\n"));
+    for (name, file, _) in parts {
+        let text =
+            std::fs::read_to_string(file).unwrap_or_else(|e| format!("({}: {e})", file.display()));
+        md.push_str(&format!(
+            "## Suite: {name}\n\nSource: `{}`\n\n",
+            file.display()
+        ));
+        // Demote the suite report's headings below this report's.
+        for line in text.lines() {
+            if line.starts_with('#') {
+                md.push('#');
+            }
+            md.push_str(line);
+            md.push('\n');
+        }
+        md.push('\n');
+    }
+    let report = args.out.join("report.md");
+    let tmp = args.out.join(".report.md.tmp");
+    std::fs::create_dir_all(&args.out)
+        .and_then(|()| std::fs::write(&tmp, md))
+        .and_then(|()| std::fs::rename(&tmp, &report))
+        .map_err(|source| ReproduceError::Spawn {
+            command: format!("write {}", report.display()),
+            source,
+        })?;
+    Ok(report)
 }
 
 /// Builds the `adaptable` binary in release mode with the backend's feature and returns its path.
