@@ -147,7 +147,7 @@ fn write_report(
             Suite::Convai2 => "convai2",
             Suite::All => "all",
         },
-        args.profile,
+        format!("{:?}", args.profile).to_lowercase(),
         args.device,
         args.seeds
             .map_or(String::new(), |s| format!(" --seeds {s}"))
