@@ -370,3 +370,42 @@ fn optimizer_and_model_checkpoints_resume_exactly() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn last_layer_ml_trains_per_task_heads_on_a_shared_base_without_adapters() {
+    let device = device();
+    let model = prepare(
+        tiny(&device),
+        RetrainMethod::LastLayerMl,
+        3,
+        &config(),
+        &device,
+    )
+    .unwrap();
+    assert_eq!(model.base.num_adapters(), 0);
+    assert_eq!(model.heads.len(), 3);
+    let before = model.clone();
+    let tasks: Vec<Task> = (0..3).map(|s| task(s, &device)).collect();
+    let out = retrain(
+        model,
+        &tasks,
+        RetrainMethod::LastLayerMl,
+        &config(),
+        &mut NoObserver,
+        None,
+    )
+    .unwrap();
+    // One epoch, one batch per task: the base and every head moved.
+    assert_ne!(
+        values(before.base.base.weight.val()),
+        values(out.best.base.base.weight.val())
+    );
+    for t in 0..3 {
+        assert_ne!(
+            values(before.heads[t].weight.val()),
+            values(out.best.heads[t].weight.val()),
+            "head {t}"
+        );
+    }
+    assert_eq!(out.history[0].heldout_accuracy.len(), 3);
+}
