@@ -73,4 +73,15 @@ pub enum ModelsError {
     /// An adapter operation failed.
     #[error(transparent)]
     Lora(#[from] adaptable_lora::LoraError),
+    /// A PEFT adapter directory does not fit the model; every problem is listed.
+    #[error("PEFT adapter {dir} does not match the model:\n{}", problems.join("\n"))]
+    PeftMismatch {
+        /// The adapter directory.
+        dir: PathBuf,
+        /// One line per problem (`rank: ...`, `missing: ...`, `wrong shape: ...`, ...).
+        problems: Vec<String>,
+    },
+    /// `adapter_config.json` cannot be parsed or describes something this crate cannot represent.
+    #[error("PEFT adapter config: {0}")]
+    PeftConfig(String),
 }

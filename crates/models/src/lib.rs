@@ -10,6 +10,7 @@ pub mod heads;
 pub mod input;
 pub mod layer;
 pub mod loader;
+pub mod peft;
 pub mod pooling;
 pub mod tokenizer;
 

@@ -1,11 +1,13 @@
 //! The `adaptable` command-line tool: argument parsing and the subcommands.
 
+mod adapters;
 mod convai2;
 mod embed;
 mod linear;
 
 use clap::{Parser, Subcommand};
 
+pub use adapters::{AdaptersCommand, run_adapters};
 pub use convai2::{Convai2Command, Convai2RunArgs, Convai2StatsArgs, run_convai2};
 pub use embed::{EmbedArgs, run_embed};
 pub use linear::{LinearArgs, run_linear};
@@ -32,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Run sweeps of the linear theory suite (paper Figure 1) and write curves, summaries and figures.
     Linear(LinearArgs),
+    /// PEFT-format LoRA adapters: inspect, export, export-base, import.
+    #[command(subcommand)]
+    Adapters(AdaptersCommand),
     /// Sentence embeddings from a BERT/RoBERTa model directory, one JSON array per input.
     Embed(EmbedArgs),
     /// ConvAI2 persona tasks (`stats`, `run`).
@@ -63,5 +68,6 @@ pub fn run(cli: Cli) -> Result<(), ExperimentError> {
         Command::Linear(args) => run_linear(&args, cli.quiet),
         Command::Convai2(command) => run_convai2(&command, cli.quiet),
         Command::Embed(args) => run_embed(&args),
+        Command::Adapters(command) => run_adapters(&command),
     }
 }
