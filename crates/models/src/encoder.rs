@@ -168,6 +168,38 @@ impl Encoder {
         frozen
     }
 
+    /// Replaces every adapter bank: `count` fresh adapters (`B = 0`) with `lora` on the layers
+    /// `targets` selects, no adapters elsewhere (or anywhere, with `lora = None`). Base weights and
+    /// their parameter ids are kept; the encoder's configuration records the new banks.
+    pub fn reset_adapters(
+        &mut self,
+        lora: Option<&adaptable_lora::LoraConfig>,
+        count: usize,
+        targets: crate::LoraTargets,
+        device: &Device,
+    ) -> Result<(), ModelsError> {
+        for layer in &mut self.layers {
+            for (linear, name) in layer
+                .linears_mut()
+                .into_iter()
+                .zip(EncoderLayer::LINEAR_NAMES)
+            {
+                let config = lora.filter(|_| targets.includes(name)).cloned();
+                let adapters = if config.is_some() { count } else { 0 };
+                *linear = adaptable_lora::linear::LoraLinear::from_linear(
+                    linear.base.clone(),
+                    config,
+                    adapters,
+                    adaptable_lora::linear::LoraInit::KaimingUniform,
+                    device,
+                )?;
+            }
+        }
+        self.config.adapters =
+            lora.map(|l| crate::AdapterConfig::new(l.clone(), count).with_targets(targets));
+        Ok(())
+    }
+
     /// Makes every parameter trainable again (the LoRA-ML retraining setting).
     pub fn unfreeze_base(self) -> Self {
         self.set_require_grad(true)
@@ -175,6 +207,17 @@ impl Encoder {
 }
 
 impl EncoderLayer {
+    /// Names of the six linear layers, in the order of [`linears`](Self::linears), as
+    /// [`LoraTargets::includes`](crate::LoraTargets::includes) knows them.
+    pub const LINEAR_NAMES: [&'static str; 6] = [
+        "query",
+        "key",
+        "value",
+        "attention_output",
+        "intermediate",
+        "output",
+    ];
+
     /// The six encoder linear layers (query, key, value, attention output, intermediate, output).
     pub fn linears(&self) -> [&adaptable_lora::linear::LoraLinear; 6] {
         [

@@ -1,10 +1,7 @@
 //! The encoder classifier as a [`MetaModel`]: a (context, candidate) cross-encoder whose class-1 logit
 //! scores each candidate.
 
-use adaptable_lora::{
-    LoraConfig,
-    linear::{LoraInit, LoraLinear},
-};
+use adaptable_lora::LoraConfig;
 use adaptable_meta::{MetaError, MetaModel, TaskSlot, count_trainable};
 use adaptable_models::{ClassificationHead, LoraTargets, SequenceClassifier, candidate_scores};
 use burn::{
@@ -14,16 +11,6 @@ use burn::{
 };
 
 use super::data::ConvaiBatch;
-
-/// Names of an encoder layer's six linear layers, in `EncoderLayer::linears` order.
-const LINEAR_NAMES: [&str; 6] = [
-    "query",
-    "key",
-    "value",
-    "attention_output",
-    "intermediate",
-    "output",
-];
 
 /// A sequence classifier scored as in the paper: 2 classes, class 1 = "true response".
 #[derive(Module, Debug)]
@@ -75,17 +62,10 @@ impl MetaModel for ConvaiModel {
         heads: usize,
         device: &Device,
     ) -> Result<Self, MetaError> {
-        let targets = self.targets;
-        for layer in &mut self.classifier.encoder.layers {
-            for (linear, name) in layer.linears_mut().into_iter().zip(LINEAR_NAMES) {
-                let config = lora.filter(|_| targets.includes(name)).cloned();
-                let count = if config.is_some() { adapters } else { 0 };
-                let base = linear.base.clone();
-                *linear =
-                    LoraLinear::from_linear(base, config, count, LoraInit::KaimingUniform, device)
-                        .map_err(|e| MetaError::Model(e.to_string()))?;
-            }
-        }
+        self.classifier
+            .encoder
+            .reset_adapters(lora, adapters, self.targets, device)
+            .map_err(|e| MetaError::Model(e.to_string()))?;
         let encoder_config = self.classifier.encoder.config().clone();
         self.classifier.heads = (0..heads)
             .map(|_| {

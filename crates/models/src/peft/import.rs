@@ -16,6 +16,7 @@ use super::{
 use crate::ModelsError;
 use crate::config::{EncoderConfig, LoraTargets};
 use crate::heads::SequenceClassifier;
+use crate::layer::EncoderLayer;
 
 /// What [`import_adapter`] added to the model.
 #[derive(Debug, Clone)]
@@ -121,14 +122,6 @@ pub fn infer_targets(
     config: &PeftAdapterConfig,
     encoder: &EncoderConfig,
 ) -> Result<LoraTargets, ModelsError> {
-    const SLOT_NAMES: [&str; 6] = [
-        "query",
-        "key",
-        "value",
-        "attention_output",
-        "intermediate",
-        "output",
-    ];
     let mut targeted = Vec::with_capacity(encoder.num_hidden_layers * 6);
     for layer in 0..encoder.num_hidden_layers {
         for slot in 0..LAYER_LINEAR_PATHS.len() {
@@ -147,7 +140,7 @@ pub fn infer_targets(
         .find(|t| {
             targeted
                 .iter()
-                .all(|&(slot, hit)| t.includes(SLOT_NAMES[slot]) == hit)
+                .all(|&(slot, hit)| t.includes(EncoderLayer::LINEAR_NAMES[slot]) == hit)
         })
         .ok_or_else(|| {
             ModelsError::PeftConfig(format!(
