@@ -16,7 +16,7 @@ use crate::ExperimentError;
 
 /// Meta-learning adaptable foundation models: experiments of Block et al. (arXiv 2410.22264).
 #[derive(Debug, Parser)]
-#[command(name = "adaptable", version, about, long_about = None)]
+#[command(name = "adaptable", version)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
