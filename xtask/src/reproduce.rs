@@ -219,8 +219,13 @@ fn build_cli(root: &Path, device: &str) -> Result<PathBuf, ReproduceError> {
 }
 
 fn run_linear(root: &Path, binary: &Path, args: &ReproduceArgs) -> Result<PathBuf, ReproduceError> {
-    let report = root.join("docs/results/linear.md");
     let out = args.out.join("linear");
+    // The quick profile is the documented reproduction; other profiles report next to their results.
+    let report = if args.profile == Profile::Quick && args.seeds.is_none() {
+        root.join("docs/results/linear.md")
+    } else {
+        out.join("report.md")
+    };
     let mut cmd = Command::new(binary);
     cmd.current_dir(root)
         .env("ADAPTABLE_COMMAND", "cargo xtask reproduce linear")
