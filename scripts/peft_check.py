@@ -8,7 +8,7 @@ Also loads the merged export (adapter folded into the base) with plain transform
 Needs: torch, transformers, peft (any recent versions; safetensors comes with them).
 
 Usage:
-    cargo test -p adaptable-models --release --test peft -- --ignored write_peft_check_files
+    ADAPTABLE_PEFT_CHECK_DIR=target/peft-check cargo test -p adaptable-models --release --test peft write_peft_check_files
     python3 scripts/peft_check.py target/peft-check
 
 DIR holds base/, adapter/, merged/ and reference.json (see docs/peft.md). Exit status 1 when any

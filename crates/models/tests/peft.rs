@@ -327,13 +327,12 @@ fn strict_import_reports_every_problem_and_leaves_the_model_alone() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Writes the inputs of `scripts/peft_check.py` (run with `--ignored`): `base/` (an HF
+/// Writes the inputs of `scripts/peft_check.py` and checks them: `base/` (an HF
 /// `RobertaForSequenceClassification` whose head is NOT the adapter's, so the check fails unless
 /// PEFT loads the head from the adapter), `adapter/` (PEFT), `merged/` (HF, adapter folded in) and
 /// `reference.json` (inputs and our logits with the adapter). Directory: `$ADAPTABLE_PEFT_CHECK_DIR`
-/// or `target/peft-check` at the workspace root.
+/// (kept for the script) or a temporary directory (removed).
 #[test]
-#[ignore = "writes files for scripts/peft_check.py"]
 fn write_peft_check_files() {
     let device = cpu();
     let mut model = classifier(Some(1), &device);
@@ -342,11 +341,10 @@ fn write_peft_check_files() {
     model.heads[other].dense.weight = random([32, 32], 0.3, &device);
     model.heads[other].out_proj.weight = random([32, LABELS], 0.3, &device);
 
-    let dir = std::env::var_os("ADAPTABLE_PEFT_CHECK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/peft-check")
-        });
+    let keep = std::env::var_os("ADAPTABLE_PEFT_CHECK_DIR").map(PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("adaptable-peft-check-{}", std::process::id()))
+    });
     let _ = std::fs::remove_dir_all(&dir);
     export_base(&model, Some(other), None, &dir.join("base")).expect("base");
     export_adapter(&model, 0, Some(0), &lora(), "../base", &dir.join("adapter")).expect("adapter");
@@ -364,5 +362,25 @@ fn write_peft_check_files() {
         "base_head_logits": to_vec(model.forward(&x, Some(0), other)),
     });
     std::fs::write(dir.join("reference.json"), reference.to_string()).expect("write");
-    println!("wrote {}", dir.display());
+    for file in [
+        "base/config.json",
+        "base/model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "merged/config.json",
+        "merged/model.safetensors",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} was not written");
+    }
+    // The two heads must differ, or the script could not tell whether PEFT loaded the adapter's.
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("read"))
+            .expect("json");
+    assert_ne!(reference["logits"], reference["base_head_logits"]);
+    match keep {
+        Some(dir) => println!("wrote {}", dir.display()),
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
