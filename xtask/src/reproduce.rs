@@ -28,9 +28,9 @@ pub enum ReproduceError {
         /// Its exit status.
         status: std::process::ExitStatus,
     },
-    /// A suite that this version cannot run yet.
+    /// A prerequisite (pretrained weights) could not be set up.
     #[error("{0}")]
-    Unavailable(String),
+    Setup(String),
 }
 
 /// Which suites to run.
@@ -261,7 +261,7 @@ fn run_convai2(
         let models = crate::fetch_model::default_models_dir(root);
         if !models.join("minilm/model.safetensors").is_file() {
             crate::fetch_model::fetch_model("minilm", &models)
-                .map_err(|e| ReproduceError::Unavailable(e.to_string()))?;
+                .map_err(|e| ReproduceError::Setup(e.to_string()))?;
         }
     }
     let out = args.out.join("convai2").join(profile);

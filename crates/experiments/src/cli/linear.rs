@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ExperimentError,
     device::Backend,
-    io::{ensure_writable_dir, write_atomic},
+    io::{ensure_writable_dir, read_json, write_atomic, write_json},
     linear::{
         LinearExperimentConfig, LinearReportInput, RunOptions, SummaryRecord, Sweep,
         render_linear_report, run_sweep, run_sweep_value, write_sweep_outputs,
@@ -278,23 +278,4 @@ fn write_report(
 
 fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| ExperimentError::Results {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    write_atomic(path, text.as_bytes())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ExperimentError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| ExperimentError::Results {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }

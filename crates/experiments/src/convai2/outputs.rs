@@ -87,10 +87,13 @@ pub struct FinetuneRecord {
     /// Mean training loss per epoch.
     pub train_loss: Vec<f64>,
     /// Accuracy before training.
+    #[serde(deserialize_with = "nan_from_null")]
     pub initial: f64,
     /// Accuracy after the last epoch.
+    #[serde(deserialize_with = "nan_from_null")]
     pub last: f64,
     /// Best accuracy over the epochs (the paper's reported statistic).
+    #[serde(deserialize_with = "nan_from_null")]
     pub best: f64,
     /// Trainable parameters.
     pub trainable_params: usize,
@@ -153,6 +156,12 @@ impl FinetuneRecord {
             failure: Some(failure),
         }
     }
+}
+
+/// JSON has no NaN: `serde_json` writes a failed run's missing accuracies as `null`, read back here
+/// as NaN, so finished failures are reused on reruns like finished successes.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn column_label(method: RetrainMethod, retrain_rank: usize, rank: usize) -> String {
@@ -401,4 +410,22 @@ fn draw_accuracy(
         ("Fine-tuning epoch", "Hits@1 (%)"),
         &series,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fine_tuning_record_reads_back() {
+        let failed = FinetuneRecord::failed(RetrainMethod::LoraMl, 1, 8, 2, 12, "diverged".into());
+        let text = serde_json::to_string(&failed).unwrap();
+        let back: FinetuneRecord = serde_json::from_str(&text).unwrap();
+        assert!(back.best.is_nan() && back.initial.is_nan() && back.last.is_nan());
+        assert_eq!(back.failure.as_deref(), Some("diverged"));
+        assert_eq!(
+            (back.seed, back.rank, back.task, back.persona),
+            (1, 8, 2, 12)
+        );
+    }
 }

@@ -25,7 +25,11 @@ use super::{
     model::ConvaiModel,
     outputs::{FinetuneRecord, RetrainRecord},
 };
-use crate::{ExperimentError, io::write_atomic, seed::derive_seed};
+use crate::{
+    ExperimentError,
+    io::{read_json, write_json},
+    seed::derive_seed,
+};
 
 /// Options that are not part of the profile.
 #[derive(Debug, Clone)]
@@ -282,8 +286,6 @@ pub struct Convai2RunSummary {
     pub finetune: Vec<FinetuneRecord>,
     /// Persona ids of the test tasks, in task order.
     pub test_personas: Vec<usize>,
-    /// Wall time of this invocation.
-    pub seconds: f64,
 }
 
 /// Runs (or resumes) a profile.
@@ -416,7 +418,6 @@ pub fn run_profile(
         retrain: retrain_records,
         finetune: finetune_records,
         test_personas: split.test.iter().map(|t| t.id).collect(),
-        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -518,22 +519,4 @@ fn retrain_one(
     };
     write_json(&result_file, &record)?;
     Ok(record)
-}
-
-/// Writes pretty JSON atomically.
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| ExperimentError::Results {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    write_atomic(path, text.as_bytes())
-}
-
-/// Reads JSON.
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ExperimentError> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| ExperimentError::Results {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }
