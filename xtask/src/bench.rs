@@ -30,8 +30,9 @@ pub enum BenchError {
 type Results = BTreeMap<(String, String), f64>;
 
 /// Runs benchmark `name` (only `"encoder"`) from `workspace_root`, passing `args` through
-/// (`--shapes minilm,roberta-base --iters N --batch B --seq L --profile --backend ndarray|flex`).
-/// `--backend flex` builds the benchmark with burn's flex backend and AVX-512 `gemm` kernels.
+/// (`--shapes minilm,roberta-base --iters N --batch B --seq L --profile --backend flex|ndarray`).
+/// The default build uses flex (with run-time selected AVX-512 `gemm` kernels); `--backend ndarray`
+/// builds the benchmark with the ndarray backend instead.
 pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), BenchError> {
     if name != "encoder" {
         return Err(BenchError::Unknown(name.to_string()));
@@ -46,16 +47,16 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
     ]);
     if args
         .windows(2)
-        .any(|w| w[0] == "--backend" && w[1] == "flex")
+        .any(|w| w[0] == "--backend" && w[1] == "ndarray")
     {
-        // Flex with AVX-512 kernels (chosen at run time, so safe on older CPUs). A separate target
-        // directory keeps the main build's feature set, and so its artifacts, untouched.
+        // A separate target directory keeps the main build's feature set, and so its artifacts,
+        // untouched.
         cargo.args([
             "--no-default-features",
             "--features",
-            "flex,burn/x86-v4",
+            "ndarray",
             "--target-dir",
-            "target/bench-flex",
+            "target/bench-ndarray",
         ]);
     }
     let burn = run_and_parse(

@@ -53,11 +53,41 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Clap's usage errors span several lines; print them as one line naming what was wrong, the
+/// accepted values and where to find help. Help and version requests print as clap renders them.
+fn parse_args() -> Result<Xtask, ExitCode> {
+    Xtask::try_parse().map_err(|err| {
+        if !err.use_stderr() {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        let rendered = err.render().to_string();
+        let parts: Vec<&str> = rendered
+            .lines()
+            .map(|l| l.trim().trim_start_matches("error: "))
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+            .filter(|l| !l.is_empty())
+            .collect();
+        eprintln!("error: {} (see `cargo xtask --help`)", parts.join(" "));
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Xtask::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let root = workspace_root();
     let result = match cli.command {
-        Command::Reproduce(args) => reproduce::reproduce(&root, &args).map_err(|e| e.to_string()),
+        Command::Reproduce(args) => match reproduce::reproduce(&root, &args) {
+            // The child already printed the one error line; say only where the reproduction stopped.
+            Err(err @ reproduce::ReproduceError::Failed { .. }) => {
+                eprintln!("reproduction stopped: {err}; finished work is kept, rerun to resume");
+                return ExitCode::FAILURE;
+            }
+            other => other.map_err(|e| e.to_string()),
+        },
         Command::FetchModel { name, dir } => {
             let dir = dir.unwrap_or_else(|| fetch_model::default_models_dir(&root));
             fetch_model::fetch_model(&name, &dir)

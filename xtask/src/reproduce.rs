@@ -21,12 +21,21 @@ pub enum ReproduceError {
         source: std::io::Error,
     },
     /// A child command failed (it printed its own error above).
-    #[error("`{command}` failed ({status}); see the message above")]
+    #[error("`{command}` failed ({status})")]
     Failed {
         /// The command line.
         command: String,
         /// Its exit status.
         status: std::process::ExitStatus,
+    },
+    /// The report could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// A prerequisite (pretrained weights) could not be set up.
     #[error("{0}")]
@@ -42,6 +51,28 @@ pub enum Suite {
     Convai2,
     /// Every suite.
     All,
+}
+
+/// Compute backend of the `adaptable` binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// Burn's Flex CPU backend (the default build).
+    Flex,
+    /// Burn's NdArray CPU backend.
+    Ndarray,
+    /// A GPU through wgpu.
+    Wgpu,
+}
+
+impl Device {
+    /// The name used by `adaptable --device` and by the Cargo feature.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Flex => "flex",
+            Device::Ndarray => "ndarray",
+            Device::Wgpu => "wgpu",
+        }
+    }
 }
 
 /// Experiment size.
@@ -64,9 +95,9 @@ pub struct ReproduceArgs {
     /// Experiment size.
     #[arg(long, value_enum, default_value = "quick")]
     pub profile: Profile,
-    /// Compute backend: ndarray (default), flex or wgpu.
-    #[arg(long, default_value = "ndarray")]
-    pub device: String,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value = "flex")]
+    pub device: Device,
     /// Runs (seeds) per setting [default: the profile's].
     #[arg(long)]
     pub seeds: Option<usize>,
@@ -85,7 +116,11 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
         Suite::All => vec![Suite::Linear, Suite::Convai2],
         one => vec![one],
     };
-    println!("plan ({:?} profile, device {}):", args.profile, args.device);
+    println!(
+        "plan ({:?} profile, device {}):",
+        args.profile,
+        args.device.name()
+    );
     for suite in &suites {
         match suite {
             Suite::Linear => println!(
@@ -103,7 +138,11 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
             ),
         }
     }
-    let binary = build_cli(root, &args.device)?;
+    ensure_writable(&args.out)?;
+    let binary = match std::env::var_os(PREBUILT_BINARY_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => build_cli(root, args.device)?,
+    };
     let mut parts = Vec::new();
     for suite in &suites {
         let t0 = Instant::now();
@@ -148,7 +187,7 @@ fn write_report(
             Suite::All => "all",
         },
         format!("{:?}", args.profile).to_lowercase(),
-        args.device,
+        args.device.name(),
         args.seeds
             .map_or(String::new(), |s| format!(" --seeds {s}"))
     ));
@@ -161,7 +200,7 @@ fn write_report(
     md.push_str("- burn: 0.22.1 (pinned in Cargo.toml)\n");
     md.push_str(&format!(
         "- backend: {}; CPUs: {}\n",
-        args.device,
+        args.device.name(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     ));
     for (name, _, seconds) in parts {
@@ -192,15 +231,31 @@ fn write_report(
     std::fs::create_dir_all(&args.out)
         .and_then(|()| std::fs::write(&tmp, md))
         .and_then(|()| std::fs::rename(&tmp, &report))
-        .map_err(|source| ReproduceError::Spawn {
-            command: format!("write {}", report.display()),
+        .map_err(|source| ReproduceError::Write {
+            path: report.clone(),
             source,
         })?;
     Ok(report)
 }
 
+/// Fails early, before any build or run, when the output directory cannot be created or written.
+fn ensure_writable(out: &Path) -> Result<(), ReproduceError> {
+    let probe = out.join(".write-probe");
+    std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| ReproduceError::Write {
+            path: out.to_path_buf(),
+            source,
+        })
+}
+
+/// Environment variable naming a prebuilt `adaptable` binary to use instead of building one
+/// (the tests point it at the binary `cargo test` already built).
+pub const PREBUILT_BINARY_ENV: &str = "ADAPTABLE_BIN";
+
 /// Builds the `adaptable` binary in release mode with the backend's feature and returns its path.
-fn build_cli(root: &Path, device: &str) -> Result<PathBuf, ReproduceError> {
+fn build_cli(root: &Path, device: Device) -> Result<PathBuf, ReproduceError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root).args([
@@ -211,11 +266,13 @@ fn build_cli(root: &Path, device: &str) -> Result<PathBuf, ReproduceError> {
         "--bin",
         "adaptable",
     ]);
-    if device != "ndarray" {
-        cmd.args(["--features", device]);
+    if device != Device::Flex {
+        cmd.args(["--features", device.name()]);
     }
     run(&mut cmd)?;
-    Ok(root.join("target/release/adaptable"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    Ok(target.join("release").join("adaptable"))
 }
 
 fn run_linear(root: &Path, binary: &Path, args: &ReproduceArgs) -> Result<PathBuf, ReproduceError> {
@@ -229,7 +286,7 @@ fn run_linear(root: &Path, binary: &Path, args: &ReproduceArgs) -> Result<PathBu
     let mut cmd = Command::new(binary);
     cmd.current_dir(root)
         .env("ADAPTABLE_COMMAND", "cargo xtask reproduce linear")
-        .args(["linear", "--sweep", "all", "--device", &args.device])
+        .args(["linear", "--sweep", "all", "--device", args.device.name()])
         .arg("--out")
         .arg(&out)
         .arg("--report")
@@ -273,7 +330,7 @@ fn run_convai2(
             "--profile",
             profile,
             "--device",
-            &args.device,
+            args.device.name(),
         ])
         .arg("--out")
         .arg(&out);
@@ -288,7 +345,15 @@ fn run_convai2(
 }
 
 fn run(cmd: &mut Command) -> Result<(), ReproduceError> {
-    let command = format!("{cmd:?}");
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let command = std::iter::once(program)
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
     let status = cmd.status().map_err(|source| ReproduceError::Spawn {
         command: command.clone(),
         source,

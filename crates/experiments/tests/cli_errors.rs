@@ -146,3 +146,29 @@ fn outside_the_independence_assumption_runs_with_a_warning() {
     );
     assert!(dir.join("k/summary.json").exists());
 }
+
+#[test]
+fn usage_errors_are_one_line_with_exit_code_two() {
+    for (args, needle) in [
+        (&["bogus"][..], "unrecognized subcommand 'bogus'"),
+        (
+            &["linear", "--runs", "abc"][..],
+            "invalid value 'abc' for '--runs",
+        ),
+        (&["linear", "--nope"][..], "unexpected argument '--nope'"),
+    ] {
+        let out = adaptable(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ")
+                && stderr.contains(needle)
+                && stderr.contains("adaptable --help"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let help = adaptable(&["linear", "--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--runs"));
+}

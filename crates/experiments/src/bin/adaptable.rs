@@ -2,11 +2,22 @@
 
 use std::process::ExitCode;
 
-use adaptable_experiments::cli::{Cli, init_tracing, run};
+use adaptable_experiments::cli::{Cli, init_tracing, run, usage_error_line};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` arrive here too; clap prints those itself.
+        Err(err) if !err.use_stderr() => {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("{}", usage_error_line(&err));
+            return ExitCode::from(2);
+        }
+    };
     init_tracing(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,3 +71,16 @@ pub fn run(cli: Cli) -> Result<(), ExperimentError> {
         Command::Adapters(command) => run_adapters(&command),
     }
 }
+
+/// Clap renders a usage error over several lines (message, hints, usage); this joins the message
+/// and its hints into the one line the tool prints, ending with where to find help.
+pub fn usage_error_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(|line| line.trim().trim_start_matches("error: "))
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    format!("error: {} (see `adaptable --help`)", parts.join(" "))
+}
