@@ -4,6 +4,8 @@ use adaptable_lora::linear::LoraLinear;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::ModelsError;
@@ -61,22 +63,47 @@ impl SelfAttention {
             t.reshape([batch, seq, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        // Scaling q (B·L·h values) is cheaper than scaling the B·heads·L·L scores.
-        let q = split(self.query.forward_with(rows.clone(), adapter))
-            .mul_scalar(1.0 / (head_dim as f64).sqrt());
+        let q = split(self.query.forward_with(rows.clone(), adapter));
         let k = split(self.key.forward_with(rows.clone(), adapter));
         let v = split(self.value.forward_with(rows.clone(), adapter));
-        let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
-        let probs = self.attention_dropout.forward(softmax(scores, 3));
-        let context = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch * seq, hidden]);
+        // Without autodiff there is no dropout and no backward: the fused kernel can be used.
+        let context = if q.device().is_autodiff() {
+            self.attend_stepwise(q, k, v, mask_bias, head_dim)
+        } else {
+            attend_fused(q, k, v, mask_bias)
+        };
+        let context = context.swap_dims(1, 2).reshape([batch * seq, hidden]);
         let out = self
             .dropout
             .forward(self.output.forward_with(context, adapter));
         self.norm.forward(out + rows).reshape([batch, seq, hidden])
     }
+
+    /// `softmax(q·kᵀ/√d + bias)·v` step by step, with dropout on the probabilities; the path
+    /// for training, where autodiff records each step.
+    fn attend_stepwise(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask_bias: Tensor<4>,
+        head_dim: usize,
+    ) -> Tensor<4> {
+        // Scaling q (B·L·h values) is cheaper than scaling the B·heads·L·L scores.
+        let q = q.mul_scalar(1.0 / (head_dim as f64).sqrt());
+        let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
+        self.attention_dropout.forward(softmax(scores, 3)).matmul(v)
+    }
+}
+
+/// The same attention through the backend's fused kernel (one pass per batch and head on Flex,
+/// instead of materialising scores, probabilities and their transposes); used without autodiff,
+/// where dropout is off anyway.
+fn attend_fused(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask_bias: Tensor<4>) -> Tensor<4> {
+    let [batch, _, seq, _] = q.dims();
+    // Kernels index the bias per (query, key) tile: give it its full [batch, 1, seq, seq] shape.
+    let bias = mask_bias.expand([batch, 1, seq, seq]);
+    attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
 }
 
 /// Turns a `[batch, seq]` 1/0 attention mask into the additive bias `[batch, 1, 1, seq]`.
