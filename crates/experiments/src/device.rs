@@ -9,10 +9,11 @@ use crate::ExperimentError;
 /// A compute backend, chosen at run time with `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// Burn's NdArray CPU backend (the fastest CPU matmul on our machines).
-    #[default]
+    /// Burn's NdArray CPU backend (`--features ndarray`).
     Ndarray,
-    /// Burn's pure-Rust Flex CPU backend.
+    /// Burn's pure-Rust Flex CPU backend with run-time selected AVX-512/AVX2 `gemm` kernels; the
+    /// default, 1.5–2× faster than NdArray on our machines (docs/benchmarks.md).
+    #[default]
     Flex,
     /// A GPU through wgpu (Vulkan, Metal, DX12).
     Wgpu,
@@ -55,7 +56,7 @@ impl FromStr for Backend {
     }
 }
 
-// NdArray is deprecated in Burn 0.22 but remains the fastest CPU matmul here; this is the one place
+// NdArray is deprecated in Burn 0.22; it stays selectable for comparison, and this is the one place
 // that constructs it.
 #[allow(deprecated)]
 fn select(backend: Backend) -> Result<Device, ExperimentError> {

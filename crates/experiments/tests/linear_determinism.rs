@@ -23,7 +23,7 @@ fn short_config(seed: u64) -> LinearExperimentConfig {
 
 fn run_into(dir: &Path, seed: u64) -> String {
     let options = RunOptions {
-        device: Backend::Ndarray.device().unwrap(),
+        device: Backend::default().device().unwrap(),
     };
     let result = run_sweep(&short_config(seed), Sweep::RetrainSamples, &options, |_| {}).unwrap();
     write_sweep_outputs(dir, &result).unwrap();

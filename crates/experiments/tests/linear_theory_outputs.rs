@@ -7,7 +7,7 @@ use adaptable_experiments::{
 
 fn options() -> RunOptions {
     RunOptions {
-        device: Backend::Ndarray.device().unwrap(),
+        device: Backend::default().device().unwrap(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! many independent problems (runs, tasks) advance in one tensor operation.
 //!
 //! ```
-//! # #[allow(deprecated)] fn device() -> burn::tensor::Device { burn::tensor::Device::ndarray() }
+//! # fn device() -> burn::tensor::Device { burn::tensor::Device::default() }
 //! use adaptable_lora::{LowRankFactors, MatrixAdapterBank};
 //! use rand::SeedableRng;
 //!
@@ -268,9 +268,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    #[allow(deprecated)]
     fn device() -> Device {
-        Device::ndarray()
+        Device::default()
     }
 
     fn to_vec(t: Tensor<3>) -> Vec<f32> {

@@ -16,8 +16,7 @@
 //! use adaptable_lora::linear::LoraLinearConfig;
 //! use burn::tensor::{Device, Tensor};
 //!
-//! # #[allow(deprecated)]
-//! let device = Device::ndarray();
+//! let device = Device::default(); // the first compiled backend: flex by default
 //! let config = LoraLinearConfig::new(8, 4)
 //!     .with_lora(Some(LoraConfig::new(2).with_alpha(4.0)))
 //!     .with_tasks(3);
@@ -357,13 +356,12 @@ fn retrack<const D: usize>(
 }
 
 #[cfg(test)]
-#[allow(deprecated)]
 mod tests {
     use super::*;
     use burn::tensor::{Distribution, TensorData, Tolerance};
 
     fn device() -> Device {
-        Device::ndarray()
+        Device::default()
     }
 
     fn layer(device: &Device, tasks: usize) -> LoraLinear {

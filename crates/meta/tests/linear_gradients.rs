@@ -7,9 +7,9 @@ use adaptable_tasks::linear::{LinearTaskConfig, LinearTaskFamily, gaussian_matri
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{SeedableRng, rngs::StdRng};
 
-#[allow(deprecated)]
+/// The default backend (flex unless only another one is compiled in).
 fn device() -> Device {
-    Device::ndarray()
+    Device::default()
 }
 
 fn family() -> (LinearTaskFamily, Vec<adaptable_tasks::linear::TaskSample>) {

@@ -11,9 +11,9 @@ use adaptable_tasks::{
 use burn::tensor::{Device, Tensor};
 use rand::{SeedableRng, rngs::StdRng};
 
-#[allow(deprecated)]
+/// The default backend (flex unless only another one is compiled in).
 fn device() -> Device {
-    Device::ndarray()
+    Device::default()
 }
 
 fn distance(a: Tensor<3>, m: &Matrix) -> f64 {

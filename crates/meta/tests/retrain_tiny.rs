@@ -101,9 +101,9 @@ impl TaskData for Task {
     }
 }
 
-#[allow(deprecated)]
+/// The default backend (flex unless only another one is compiled in).
 fn device() -> Device {
-    Device::ndarray().autodiff()
+    Device::default().autodiff()
 }
 
 fn tiny(device: &Device) -> Tiny {

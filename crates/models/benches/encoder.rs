@@ -2,7 +2,7 @@
 //! all-MiniLM-L6-v2 and roberta-base shapes, random weights, dropout off, default CPU backend.
 //!
 //! `cargo bench -p adaptable-models --bench encoder -- [--shapes minilm,roberta-base] [--iters N]
-//! [--batch B] [--seq L] [--profile] [--backend ndarray|flex]` (or `cargo xtask bench encoder`). Each result is printed as
+//! [--batch B] [--seq L] [--profile] [--backend flex|ndarray]` (or `cargo xtask bench encoder`). Each result is printed as
 //! a `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=… gflops=…` line; `--profile` adds a
 //! breakdown of the forward pass by operation.
 
@@ -28,7 +28,7 @@ fn parse() -> Options {
         batch: 32,
         seq: 64,
         profile: false,
-        backend: "ndarray".into(),
+        backend: "flex".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -193,7 +193,7 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
     }
 }
 
-/// The CPU backend named on the command line, among those compiled in (`--features flex`).
+/// The CPU backend named on the command line, among those compiled in (flex by default, `--features ndarray` for ndarray).
 #[allow(deprecated, unreachable_code)]
 fn device(name: &str) -> Device {
     #[cfg(feature = "flex")]

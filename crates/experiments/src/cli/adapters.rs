@@ -76,8 +76,8 @@ pub struct ExportArgs {
     /// `base_model_name_or_path` written to adapter_config.json [default: the --model path].
     #[arg(long)]
     pub base_name: Option<String>,
-    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
-    #[arg(long, default_value = "ndarray")]
+    /// Compute backend: flex, ndarray or wgpu (must be compiled in).
+    #[arg(long, default_value = "flex")]
     pub device: String,
 }
 
@@ -94,8 +94,8 @@ pub struct ExportBaseArgs {
     /// RobertaForSequenceClassification with this many classes.
     #[arg(long)]
     pub head_labels: Option<usize>,
-    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
-    #[arg(long, default_value = "ndarray")]
+    /// Compute backend: flex, ndarray or wgpu (must be compiled in).
+    #[arg(long, default_value = "flex")]
     pub device: String,
 }
 
@@ -111,8 +111,8 @@ pub struct ImportArgs {
     /// Classes of the head when the adapter saves none (otherwise read from the file).
     #[arg(long, default_value_t = 2)]
     pub num_labels: usize,
-    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
-    #[arg(long, default_value = "ndarray")]
+    /// Compute backend: flex, ndarray or wgpu (must be compiled in).
+    #[arg(long, default_value = "flex")]
     pub device: String,
 }
 

@@ -30,8 +30,8 @@ pub struct Convai2RunArgs {
     /// Output directory [default: results/convai2/PROFILE].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
-    #[arg(long, default_value = "ndarray")]
+    /// Compute backend: flex, ndarray or wgpu (must be compiled in).
+    #[arg(long, default_value = "flex")]
     pub device: String,
     /// Seeds per method [default: the profile's].
     #[arg(long)]

@@ -43,8 +43,8 @@ pub struct EmbedArgs {
     /// Texts embedded per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
-    #[arg(long, default_value = "ndarray")]
+    /// Compute backend: flex, ndarray or wgpu (must be compiled in).
+    #[arg(long, default_value = "flex")]
     pub device: String,
     /// Texts to embed; without any, one text per line of standard input.
     pub texts: Vec<String>,

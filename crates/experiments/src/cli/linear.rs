@@ -40,8 +40,8 @@ pub struct LinearArgs {
     /// A TOML configuration [default: the built-in crates/experiments/configs/linear.toml].
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Compute backend: ndarray, flex or wgpu (must be compiled in).
-    #[arg(long, default_value = "ndarray")]
+    /// Compute backend: flex, ndarray or wgpu (must be compiled in).
+    #[arg(long, default_value = "flex")]
     pub device: String,
     /// Recompute sweeps even when finished results with the same configuration exist.
     #[arg(long)]

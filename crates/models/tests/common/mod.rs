@@ -65,14 +65,14 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The CPU backend the tests run on: ndarray by default, flex when only `flex` is compiled in.
+/// The CPU backend the tests run on: flex (the default), ndarray when only `ndarray` is compiled in.
 #[allow(deprecated, unreachable_code)]
 pub fn cpu() -> Device {
-    #[cfg(feature = "ndarray")]
-    return Device::ndarray();
     #[cfg(feature = "flex")]
     return Device::flex();
-    panic!("no CPU backend compiled in (features ndarray or flex)")
+    #[cfg(feature = "ndarray")]
+    return Device::ndarray();
+    panic!("no CPU backend compiled in (features flex or ndarray)")
 }
 
 /// Collects `path -> (shape, gradient)` for every float parameter of a module.
