@@ -2,14 +2,17 @@
 //! all-MiniLM-L6-v2 and roberta-base shapes, random weights, dropout off, default CPU backend.
 //!
 //! `cargo bench -p adaptable-models --bench encoder -- [--shapes minilm,roberta-base] [--iters N]
-//! [--batch B] [--seq L] [--profile] [--backend flex|ndarray]` (or `cargo xtask bench encoder`). Each result is printed as
-//! a `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=… gflops=…` line; `--profile` adds a
-//! breakdown of the forward pass by operation.
+//! [--batch B] [--seq L] [--profile] [--backend flex|ndarray]` (or `cargo xtask bench encoder`).
+//! Each result is printed as a `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=… gflops=…` line;
+//! `--profile` adds breakdowns of the forward and the forward+backward pass by operation.
 
 use std::time::Instant;
 
+use adaptable_models::gelu::gelu_exact;
 use adaptable_models::{EncoderConfig, EncoderInput};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
+use burn::tensor::module::{attention, layer_norm};
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
 struct Options {
@@ -98,82 +101,105 @@ fn report(shape: &str, mode: &str, secs: f64, tokens: usize, flops: f64) {
     );
 }
 
+/// Finishes one profiled operation: reads the result back, or on an autodiff device runs the
+/// backward pass of its sum.
+fn finish<const D: usize>(y: Tensor<D>) {
+    if y.is_autodiff() {
+        let _ = y.sum().backward();
+    } else {
+        let _ = y.into_data();
+    }
+}
+
+/// Times each operation of one layer in isolation at the benchmark's shapes and scales by the
+/// number of layers: the forward pass on a plain device, forward+backward on an autodiff one
+/// (inputs and weights then require gradients, and attention takes the training path).
 fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &Device) {
     let (h, i, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
     let n = c.num_hidden_layers as f64;
     let rows = batch * seq;
-    let rnd =
-        |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.1), device);
+    let backward = device.is_autodiff();
+    let leaf = |t: Tensor<2>| if backward { t.require_grad() } else { t };
+    let rnd = |shape: [usize; 2]| {
+        leaf(Tensor::<2>::random(
+            shape,
+            Distribution::Normal(0.0, 0.1),
+            device,
+        ))
+    };
     let x = rnd([rows, h]);
     let (w_h, w_up, w_down) = (rnd([h, h]), rnd([h, i]), rnd([i, h]));
-    let hd = h / heads;
-    let q = Tensor::<4>::random(
-        [batch, heads, seq, hd],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    );
-    let scores = Tensor::<4>::random(
-        [batch, heads, seq, seq],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    );
     let up = rnd([rows, i]);
+    let hd = h / heads;
+    let mask = Tensor::<4>::zeros([batch, 1, seq, seq], device);
+    let gamma = Tensor::<1>::ones([h], device);
+    let beta = Tensor::<1>::zeros([h], device);
+    let (gamma, beta) = if backward {
+        (gamma.require_grad(), beta.require_grad())
+    } else {
+        (gamma, beta)
+    };
+    let bias = leaf(Tensor::<2>::zeros([1, h], device));
+    let attention_name = if backward {
+        "attention q·kᵀ, softmax, p·v (step by step)"
+    } else {
+        "fused attention (q·kᵀ, softmax, p·v)"
+    };
     let mut parts: Vec<(&str, f64)> = vec![
         (
             "4 h×h projections (q,k,v,out)",
-            4.0 * time(iters, || {
-                let _ = x.clone().matmul(w_h.clone()).into_data();
-            }),
+            4.0 * time(iters, || finish(x.clone().matmul(w_h.clone()))),
         ),
         (
             "feed-forward up h×I",
-            time(iters, || {
-                let _ = x.clone().matmul(w_up.clone()).into_data();
-            }),
+            time(iters, || finish(x.clone().matmul(w_up.clone()))),
         ),
         (
             "feed-forward down I×h",
+            time(iters, || finish(up.clone().matmul(w_down.clone()))),
+        ),
+        (
+            attention_name,
             time(iters, || {
-                let _ = up.clone().matmul(w_down.clone()).into_data();
+                // Rebuilt every time: a backward pass consumes the graph it ran on.
+                let q = x.clone().reshape([batch, heads, seq, hd]);
+                let (k, v) = (q.clone(), q.clone());
+                finish(if backward {
+                    let scores = q
+                        .mul_scalar(1.0 / (hd as f64).sqrt())
+                        .matmul(k.swap_dims(2, 3));
+                    softmax(scores + mask.clone(), 3).matmul(v)
+                } else {
+                    let options = AttentionModuleOptions::default();
+                    attention(q, k, v, None, Some(mask.clone()), options)
+                })
             }),
         ),
         (
-            "attention q·kᵀ and p·v",
-            2.0 * time(iters, || {
-                let _ = q.clone().matmul(q.clone().swap_dims(2, 3)).into_data();
-            }),
-        ),
-        (
-            "softmax",
-            time(iters, || {
-                let _ = softmax(scores.clone(), 3).into_data();
-            }),
-        ),
-        (
-            "gelu",
-            time(iters, || {
-                let _ = gelu(up.clone()).into_data();
-            }),
+            "gelu (exact)",
+            time(iters, || finish(gelu_exact(up.clone()))),
         ),
         (
             "head split/merge (swap_dims+reshape) ×4",
             4.0 * time(iters, || {
-                let _ = x
-                    .clone()
-                    .reshape([batch, seq, heads, hd])
-                    .swap_dims(1, 2)
-                    .reshape([batch * heads, seq * hd])
-                    .into_data();
+                finish(
+                    x.clone()
+                        .reshape([batch, seq, heads, hd])
+                        .swap_dims(1, 2)
+                        .reshape([batch * heads, seq * hd]),
+                )
             }),
         ),
         (
             "2 LayerNorm + residual adds",
             2.0 * time(iters, || {
                 let y = x.clone() + x.clone();
-                let mean = y.clone().mean_dim(1);
-                let var = (y.clone() - mean.clone()).powi_scalar(2).mean_dim(1);
-                let _ = ((y - mean) / (var + 1e-5).sqrt()).into_data();
+                finish(layer_norm(y, gamma.clone(), Some(beta.clone()), 1e-12))
             }),
+        ),
+        (
+            "bias adds of the 6 linears",
+            (4.0 + 2.0 + i as f64 / h as f64) * time(iters, || finish(x.clone() + bias.clone())),
         ),
     ];
     for p in &mut parts {
@@ -181,16 +207,22 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
     }
     let total: f64 = parts.iter().map(|p| p.1).sum();
     println!(
-        "PROFILE (per batch, {} layers, ops timed in isolation):",
+        "PROFILE {} (per batch, {} layers, ops timed in isolation):",
+        if backward {
+            "forward+backward"
+        } else {
+            "forward"
+        },
         c.num_hidden_layers
     );
     for (name, secs) in parts {
         println!(
-            "PROFILE   {name:<42} {:>8.1} ms  {:>5.1} %",
+            "PROFILE   {name:<44} {:>8.1} ms  {:>5.1} %",
             secs * 1e3,
             100.0 * secs / total
         );
     }
+    println!("PROFILE   {:<44} {:>8.1} ms", "sum", total * 1e3);
 }
 
 /// The CPU backend named on the command line, among those compiled in (flex by default, `--features ndarray` for ndarray).
@@ -238,6 +270,7 @@ fn main() {
 
         if o.profile {
             profile(&c, o.batch, o.seq, o.iters, &device);
+            profile(&c, o.batch, o.seq, o.iters, &train);
         }
     }
 }

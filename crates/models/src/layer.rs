@@ -3,12 +3,13 @@
 use adaptable_lora::linear::{LoraLinear, LoraLinearConfig};
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
-use burn::tensor::activation::{gelu, gelu_approximate, relu};
+use burn::tensor::activation::{gelu_approximate, relu};
 use burn::tensor::{Device, Tensor};
 
 use crate::ModelsError;
 use crate::attention::SelfAttention;
 use crate::config::{Activation, EncoderConfig};
+use crate::gelu::gelu_exact;
 
 /// A transformer layer: self-attention, then `LayerNorm(h + dropout(output(act(intermediate(h)))))`.
 #[derive(Module, Debug)]
@@ -53,7 +54,7 @@ impl EncoderLayer {
             .reshape([batch * seq, hidden]);
         let inner = self.intermediate.forward_with(h.clone(), adapter);
         let inner = match self.activation {
-            Activation::Gelu => gelu(inner),
+            Activation::Gelu => gelu_exact(inner),
             Activation::GeluTanh => gelu_approximate(inner),
             Activation::Relu => relu(inner),
         };

@@ -6,6 +6,7 @@ pub mod config;
 pub mod embeddings;
 pub mod encoder;
 mod error;
+pub mod gelu;
 pub mod heads;
 pub mod input;
 pub mod layer;
