@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::ModelsError;
 use crate::config::EncoderConfig;
-use crate::layer::adapted_linear;
+use crate::layer::{adapted_linear, normalize};
 
 /// Self-attention block: `LayerNorm(x + dropout(output(attention(x))))`.
 #[derive(Module, Debug)]
@@ -31,6 +31,8 @@ pub struct SelfAttention {
     pub dropout: Dropout,
     /// Number of heads.
     num_heads: usize,
+    /// The LayerNorm's ε.
+    layer_norm_eps: f64,
 }
 
 impl SelfAttention {
@@ -48,6 +50,7 @@ impl SelfAttention {
             attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             num_heads: config.num_attention_heads,
+            layer_norm_eps: config.layer_norm_eps,
         })
     }
 
@@ -76,7 +79,7 @@ impl SelfAttention {
         let out = self
             .dropout
             .forward(self.output.forward_with(context, adapter));
-        self.norm.forward(out + rows).reshape([batch, seq, hidden])
+        normalize(&self.norm, self.layer_norm_eps, out + rows).reshape([batch, seq, hidden])
     }
 
     /// `softmax(q·kᵀ/√d + bias)·v` step by step, with dropout on the probabilities; the path

@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, La
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::{EncoderConfig, ModelType};
+use crate::layer::normalize;
 
 /// The input embeddings of a RoBERTa/BERT encoder.
 #[derive(Module, Debug)]
@@ -23,6 +24,8 @@ pub struct Embeddings {
     roberta_positions: bool,
     /// The padding id (RoBERTa's `padding_idx`).
     pad_token_id: usize,
+    /// The LayerNorm's ε.
+    layer_norm_eps: f64,
 }
 
 impl Embeddings {
@@ -49,6 +52,7 @@ impl Embeddings {
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             roberta_positions: config.model_type == ModelType::Roberta,
             pad_token_id: config.pad_token_id,
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
@@ -83,6 +87,7 @@ impl Embeddings {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_types);
-        self.dropout.forward(self.layer_norm.forward(x))
+        self.dropout
+            .forward(normalize(&self.layer_norm, self.layer_norm_eps, x))
     }
 }

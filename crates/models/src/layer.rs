@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::ModelsError;
 use crate::attention::SelfAttention;
 use crate::config::{Activation, EncoderConfig};
-use crate::gelu::gelu_exact;
+use crate::fused::{gelu_exact, layer_norm};
 
 /// A transformer layer: self-attention, then `LayerNorm(h + dropout(output(act(intermediate(h)))))`.
 #[derive(Module, Debug)]
@@ -27,6 +27,8 @@ pub struct EncoderLayer {
     /// Feed-forward activation.
     #[module(skip)]
     activation: Activation,
+    /// The LayerNorms' ε.
+    layer_norm_eps: f64,
 }
 
 impl EncoderLayer {
@@ -42,6 +44,7 @@ impl EncoderLayer {
                 .init(device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             activation: config.hidden_act,
+            layer_norm_eps: config.layer_norm_eps,
         })
     }
 
@@ -61,9 +64,15 @@ impl EncoderLayer {
         let out = self
             .dropout
             .forward(self.output.forward_with(inner, adapter));
-        self.output_norm
-            .forward(out + h)
-            .reshape([batch, seq, hidden])
+        normalize(&self.output_norm, self.layer_norm_eps, out + h).reshape([batch, seq, hidden])
+    }
+}
+
+/// Applies `norm` (built with `epsilon`) through the fused LayerNorm kernel.
+pub(crate) fn normalize<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    match &norm.beta {
+        Some(beta) => layer_norm(x, norm.gamma.val(), beta.val(), epsilon),
+        None => norm.forward(x),
     }
 }
 

@@ -6,7 +6,7 @@ pub mod config;
 pub mod embeddings;
 pub mod encoder;
 mod error;
-pub mod gelu;
+pub mod fused;
 pub mod heads;
 pub mod input;
 pub mod layer;

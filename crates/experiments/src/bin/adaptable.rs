@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use adaptable_experiments::cli::{Cli, init_tracing, run, usage_error_line};
 use clap::Parser;
 
+// The tensor backends allocate and free activation-sized buffers at every operation; the system
+// allocator hands large ones back to the OS each time, and the page faults of re-touching them
+// cost 10–25 % of the encoder's time (docs/benchmarks.md). mimalloc keeps them for reuse.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
