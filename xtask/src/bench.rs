@@ -1,8 +1,8 @@
 //! `cargo xtask bench encoder`: Burn encoder throughput, and the ratio against PyTorch on the same
-//! shapes when a local `python3` has torch.
+//! shapes when a local Python (`$PYTHON`, default `python3`) has torch.
 //!
 //! Runs `cargo bench -p adaptable-models --bench encoder -- <args>` (release profile, default CPU
-//! backend) and, if `python3 -c "import torch"` succeeds, `python3 scripts/bench_encoder_torch.py
+//! backend) and, if `$PYTHON -c "import torch"` succeeds, `$PYTHON scripts/bench_encoder_torch.py
 //! <args>`. Both print `BENCH shape=… mode=… tokens_per_s=…` lines; the ratios are printed at the
 //! end. Record results in docs/benchmarks.md.
 
@@ -64,7 +64,9 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
         "cargo bench -p adaptable-models --bench encoder",
     )?;
 
-    let has_torch = Command::new("python3")
+    // `PYTHON` picks the interpreter (e.g. a virtual environment's) that has torch.
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_torch = Command::new(&python)
         .args(["-c", "import torch"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -72,12 +74,12 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
         .is_ok_and(|s| s.success());
     if !has_torch {
         println!(
-            "\nPyTorch comparison skipped: no python3 with torch (pip install torch to enable it)."
+            "\nPyTorch comparison skipped: `{python}` cannot import torch (pip install torch, or set PYTHON)."
         );
         return Ok(());
     }
     let torch = run_and_parse(
-        Command::new("python3")
+        Command::new(&python)
             .current_dir(workspace_root)
             .arg("scripts/bench_encoder_torch.py")
             .args(torch_args(args)),
