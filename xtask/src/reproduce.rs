@@ -131,7 +131,7 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
                 "  convai2  {:?} profile: retrain SR and LoRA-ML on persona tasks, LoRA fine-tuning on unseen personas ({})",
                 args.profile,
                 match args.profile {
-                    Profile::Quick => "about 16 minutes on 2 CPU cores",
+                    Profile::Quick => "about 8 minutes on 2 CPU cores",
                     Profile::Smoke => "seconds",
                     Profile::Paper => "hours; a GPU is advised",
                 }
@@ -212,9 +212,10 @@ fn write_report(
     for (name, file, _) in parts {
         let text =
             std::fs::read_to_string(file).unwrap_or_else(|e| format!("({}: {e})", file.display()));
+        let shown = file.strip_prefix(root).unwrap_or(file);
         md.push_str(&format!(
             "## Suite: {name}\n\nSource: `{}`\n\n",
-            file.display()
+            shown.display()
         ));
         // Demote the suite report's headings below this report's.
         for line in text.lines() {
