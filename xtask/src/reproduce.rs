@@ -124,8 +124,8 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
     for suite in &suites {
         match suite {
             Suite::Linear => println!(
-                "  linear   5 sweeps × 3 values × {} runs, SR vs LoRA-ML (under a minute on 2 CPU cores)",
-                args.seeds.unwrap_or(5)
+                "  linear   5 sweeps × 3 values × {} run(s), SR vs LoRA-ML (under a minute on 2 CPU cores)",
+                linear_runs(args).unwrap_or(5)
             ),
             _ => println!(
                 "  convai2  {:?} profile: retrain SR and LoRA-ML on persona tasks, LoRA fine-tuning on unseen personas ({})",
@@ -292,9 +292,7 @@ fn run_linear(root: &Path, binary: &Path, args: &ReproduceArgs) -> Result<PathBu
         .arg(&out)
         .arg("--report")
         .arg(&report);
-    // The smoke profile keeps the full sweep structure with a single run per value.
-    let runs = args.seeds.or((args.profile == Profile::Smoke).then_some(1));
-    if let Some(runs) = runs {
+    if let Some(runs) = linear_runs(args) {
         cmd.args(["--runs", &runs.to_string()]);
     }
     if args.fresh {
@@ -302,6 +300,12 @@ fn run_linear(root: &Path, binary: &Path, args: &ReproduceArgs) -> Result<PathBu
     }
     run(&mut cmd)?;
     Ok(report)
+}
+
+/// Runs per value of the linear sweeps when not the configuration's own (5): `--seeds`, or one for
+/// the smoke profile, which keeps the full sweep structure.
+fn linear_runs(args: &ReproduceArgs) -> Option<usize> {
+    args.seeds.or((args.profile == Profile::Smoke).then_some(1))
 }
 
 fn run_convai2(
