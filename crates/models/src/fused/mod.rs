@@ -9,15 +9,12 @@
 //! operation: GELU's calls the backend's derivative kernel, LayerNorm's is the closed form
 //! composed of the backend's element-wise operations.
 
+mod autodiff;
 pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
 
 /// GELU with the exact normal CDF, `x · Φ(x)`.
@@ -125,105 +122,6 @@ impl FusedOps for burn::backend::NdArray {}
 
 #[cfg(feature = "wgpu")]
 impl FusedOps for burn::backend::Cube {}
-
-impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
-    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GeluBackward;
-
-        impl<B: Backend + FusedOps> Backward<B, 1> for GeluBackward {
-            type State = burn::backend::autodiff::NodeId;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let input = checkpointer.retrieve_node_output(ops.state);
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::gelu_exact_backward(input, grad)
-                });
-            }
-        }
-
-        match GeluBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::gelu_exact(x.primitive().clone()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::gelu_exact(x.into_primitive())),
-        }
-    }
-
-    fn layer_norm_last(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        epsilon: f64,
-    ) -> FloatTensor<Self> {
-        use burn::backend::autodiff::NodeId;
-
-        #[derive(Debug)]
-        struct LayerNormBackward;
-
-        impl<B: Backend + FusedOps> Backward<B, 3> for LayerNormBackward {
-            type State = (NodeId, NodeId, f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x_state, gamma_state, epsilon) = ops.state;
-                let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-                let gamma =
-                    checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
-                let (grad_x, grad_gamma, grad_beta) =
-                    B::layer_norm_last_backward(x, gamma, grad, epsilon);
-                for (node, grad) in [
-                    (node_x, grad_x),
-                    (node_gamma, grad_gamma),
-                    (node_beta, grad_beta),
-                ] {
-                    if let Some(node) = node {
-                        grads.register::<B>(node.id, grad);
-                    }
-                }
-            }
-        }
-
-        match LayerNormBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&gamma), epsilon);
-                let output = B::layer_norm_last(
-                    x.primitive().clone(),
-                    gamma.primitive().clone(),
-                    beta.into_primitive(),
-                    epsilon,
-                );
-                prep.finish(state, output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::layer_norm_last(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                epsilon,
-            )),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
