@@ -59,6 +59,11 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
             "target/bench-ndarray",
         ]);
     }
+    // mimalloc purges freed memory after 1 s; the benchmark's iterations take about as long, so
+    // every one would page-fault its buffers back in. Keep them, as the `adaptable` workers do.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        cargo.env("MIMALLOC_PURGE_DELAY", "-1");
+    }
     let burn = run_and_parse(
         cargo.arg("--").args(args),
         "cargo bench -p adaptable-models --bench encoder",

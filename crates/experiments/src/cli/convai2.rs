@@ -198,6 +198,9 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
+/// mimalloc's option (milliseconds before freed memory goes back to the OS; -1: never).
+const MIMALLOC_PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+
 /// Runs the profile's methods in `jobs` child processes of this binary sharing `out`; the caller then
 /// collects their finished results.
 fn run_workers(
@@ -230,6 +233,12 @@ fn run_workers(
         .arg(group.join(","));
         if let Some(seeds) = args.seeds {
             cmd.args(["--seeds", &seeds.to_string()]);
+        }
+        // mimalloc reads its options when a process starts: workers, which do the training, keep
+        // freed memory instead of purging it after 1 s and page-faulting it back in (≈ 10 % of a
+        // training step on the encoder; docs/benchmarks.md). A value set by the user wins.
+        if std::env::var_os(MIMALLOC_PURGE_DELAY).is_none() {
+            cmd.env(MIMALLOC_PURGE_DELAY, "-1");
         }
         // A worker's errors come from the same inputs as the collecting run's, which reports them
         // once; the workers stay silent.
