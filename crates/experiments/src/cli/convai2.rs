@@ -144,7 +144,7 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         .unwrap_or(if backend == Backend::Wgpu { 1 } else { cpus })
         .min(profile.methods.len());
     if jobs > 1 && args.methods.is_empty() && !args.worker {
-        run_workers(args, &profile, &out, jobs)?;
+        run_workers(args, &profile, &out, jobs, cpus)?;
     }
     let options = Convai2RunOptions {
         out: out.clone(),
@@ -201,6 +201,9 @@ fn workspace_root() -> PathBuf {
 /// mimalloc's option (milliseconds before freed memory goes back to the OS; -1: never).
 const MIMALLOC_PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
 
+/// Threads of Burn's CPU operations (rayon's pool) and of the encoder's fused kernels.
+const RAYON_NUM_THREADS: &str = "RAYON_NUM_THREADS";
+
 /// Runs the profile's methods in `jobs` child processes of this binary sharing `out`; the caller then
 /// collects their finished results.
 fn run_workers(
@@ -208,6 +211,7 @@ fn run_workers(
     profile: &Convai2Profile,
     out: &std::path::Path,
     jobs: usize,
+    cpus: usize,
 ) -> Result<(), ExperimentError> {
     let exe = std::env::current_exe().map_err(|source| ExperimentError::Io {
         path: PathBuf::from("adaptable"),
@@ -239,6 +243,11 @@ fn run_workers(
         // training step on the encoder; docs/benchmarks.md). A value set by the user wins.
         if std::env::var_os(MIMALLOC_PURGE_DELAY).is_none() {
             cmd.env(MIMALLOC_PURGE_DELAY, "-1");
+        }
+        // Each worker's matrix products would otherwise start a thread per core: `jobs` workers
+        // then oversubscribe the cores. The cores are shared out instead (user setting wins).
+        if std::env::var_os(RAYON_NUM_THREADS).is_none() {
+            cmd.env(RAYON_NUM_THREADS, (cpus / jobs).max(1).to_string());
         }
         // A worker's errors come from the same inputs as the collecting run's, which reports them
         // once; the workers stay silent.
