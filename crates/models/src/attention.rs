@@ -4,12 +4,11 @@ use adaptable_lora::linear::LoraLinear;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::ModelsError;
 use crate::config::EncoderConfig;
+use crate::fused::attention_rows;
 use crate::layer::{adapted_linear, normalize};
 
 /// Self-attention block: `LayerNorm(x + dropout(output(attention(x))))`.
@@ -62,20 +61,21 @@ impl SelfAttention {
         // Projections run on [batch·seq, h] so each is one large matrix product rather than a
         // broadcast batched one.
         let rows = x.reshape([batch * seq, hidden]);
-        let split = |t: Tensor<2>| {
-            t.reshape([batch, seq, self.num_heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let q = split(self.query.forward_with(rows.clone(), adapter));
-        let k = split(self.key.forward_with(rows.clone(), adapter));
-        let v = split(self.value.forward_with(rows.clone(), adapter));
+        let q = self.query.forward_with(rows.clone(), adapter);
+        let k = self.key.forward_with(rows.clone(), adapter);
+        let v = self.value.forward_with(rows.clone(), adapter);
         // Without autodiff there is no dropout and no backward: the fused kernel can be used.
         let context = if q.device().is_autodiff() {
-            self.attend_stepwise(q, k, v, mask_bias, head_dim)
+            let split = |t: Tensor<2>| {
+                t.reshape([batch, seq, self.num_heads, head_dim])
+                    .swap_dims(1, 2)
+            };
+            self.attend_stepwise(split(q), split(k), split(v), mask_bias, head_dim)
+                .swap_dims(1, 2)
+                .reshape([batch * seq, hidden])
         } else {
-            attend_fused(q, k, v, mask_bias)
+            attention_rows(q, k, v, mask_bias.reshape([batch, seq]), self.num_heads)
         };
-        let context = context.swap_dims(1, 2).reshape([batch * seq, hidden]);
         let out = self
             .dropout
             .forward(self.output.forward_with(context, adapter));
@@ -97,16 +97,6 @@ impl SelfAttention {
         let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
         self.attention_dropout.forward(softmax(scores, 3)).matmul(v)
     }
-}
-
-/// The same attention through the backend's fused kernel (one pass per batch and head on Flex,
-/// instead of materialising scores, probabilities and their transposes); used without autodiff,
-/// where dropout is off anyway.
-fn attend_fused(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask_bias: Tensor<4>) -> Tensor<4> {
-    let [batch, _, seq, _] = q.dims();
-    // Kernels index the bias per (query, key) tile: give it its full [batch, 1, seq, seq] shape.
-    let bias = mask_bias.expand([batch, 1, seq, seq]);
-    attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
 }
 
 /// Turns a `[batch, seq]` 1/0 attention mask into the additive bias `[batch, 1, 1, seq]`.

@@ -1,5 +1,6 @@
 //! The element kernels on plain `f32` slices: exact GELU, its derivative and LayerNorm rows,
-//! written so that the compiler vectorises them, and split across the available cores.
+//! written so that the compiler vectorises them, and split across the available cores (also
+//! used by the [attention kernel](super::attention_cpu)).
 
 /// Below this many elements one thread is faster than starting another.
 const PARALLEL_MIN: usize = 1 << 16;
@@ -17,66 +18,139 @@ fn threads() -> usize {
     })
 }
 
-/// Runs `f(x_chunk, out_chunk)` over matching chunks of `x` and `out` on [`threads`] threads
-/// (`x` may be empty: then every `x_chunk` is); chunk lengths are multiples of `align`.
-fn par_chunks(x: &[f32], out: &mut [f32], align: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
-    // The kernels are plain loops; running them inside pulp's dispatch compiles them once more
-    // with the widest vector instructions this CPU has (AVX-512 or AVX2 with FMA, chosen at run
-    // time), which the baseline x86-64 build cannot use (GELU: 2× faster than the SSE2 loops here).
-    let run = |xs: &[f32], os: &mut [f32]| pulp::Arch::new().dispatch(|| f(xs, os));
+/// A kernel over whole blocks of an output slice, run under pulp's dispatch: `run` gets the
+/// instruction set pulp picked (`simd`), the index of its chunk's first block and the chunk.
+/// Closures `Fn(first, chunk)` are kernels that let the compiler vectorise their loops.
+pub(super) trait BlockKernel: Sync {
+    /// Processes `out`, whose first block has index `first`.
+    fn run<S: pulp::Simd>(&self, simd: S, first: usize, out: &mut [f32]);
+}
+
+impl<F: Fn(usize, &mut [f32]) + Sync> BlockKernel for F {
+    #[inline(always)]
+    fn run<S: pulp::Simd>(&self, _: S, first: usize, out: &mut [f32]) {
+        self(first, out)
+    }
+}
+
+/// Runs `kernel` over chunks of `out` made of whole blocks of `block` values, on [`threads`]
+/// threads.
+///
+/// The kernel and everything it calls must be `#[inline(always)]` (closures included): only code
+/// inlined into pulp's dispatch is compiled with the wider instructions (AVX-512 or AVX2 with
+/// FMA, chosen at run time), which the baseline x86-64 build cannot use (GELU: 2× faster than
+/// the SSE2 loops here).
+pub(super) fn par_blocks(out: &mut [f32], block: usize, kernel: impl BlockKernel) {
+    let run = |first: usize, out: &mut [f32]| {
+        pulp::Arch::new().dispatch(Dispatched {
+            kernel: &kernel,
+            first,
+            out,
+        })
+    };
     let threads = threads();
     if threads == 1 || out.len() < PARALLEL_MIN {
-        return run(x, out);
+        return run(0, out);
     }
-    let chunk = out.len().div_ceil(threads).div_ceil(align) * align;
+    let chunk = out.len().div_ceil(threads).div_ceil(block) * block;
     std::thread::scope(|scope| {
         let run = &run;
         for (i, os) in out.chunks_mut(chunk).enumerate() {
-            let xs = x.get(i * chunk..i * chunk + os.len()).unwrap_or_default();
-            scope.spawn(move || run(xs, os));
+            scope.spawn(move || run(i * chunk / block, os));
         }
     });
+}
+
+/// One call of a block kernel, for pulp to run with the instructions it picked.
+///
+/// A struct rather than a closure: pulp would call a closure through its `FnOnce::call_once`
+/// shim, which LLVM left out of line (compiled for SSE2 only, seen in `perf annotate`).
+struct Dispatched<'a, K> {
+    kernel: &'a K,
+    first: usize,
+    out: &'a mut [f32],
+}
+
+impl<K: BlockKernel> pulp::WithSimd for Dispatched<'_, K> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        self.kernel.run(simd, self.first, self.out)
+    }
+}
+
+/// Runs `f(x_chunk, out_chunk)` over matching chunks of `x` and `out` (see [`par_blocks`]; `x`
+/// may be empty: then every `x_chunk` is); chunk lengths are multiples of `align`.
+fn par_chunks(x: &[f32], out: &mut [f32], align: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    par_blocks(
+        out,
+        align,
+        #[inline(always)]
+        |first: usize, os: &mut [f32]| {
+            let start = first * align;
+            f(x.get(start..start + os.len()).unwrap_or_default(), os)
+        },
+    );
 }
 
 /// `x ← x · Φ(x)`.
 pub fn gelu(x: &mut [f32]) {
     // The values are read and overwritten in place, so there is no separate input.
-    par_chunks(&[], x, 1, |_, xs| {
-        for v in xs {
-            *v *= 0.5 * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-        }
-    });
+    par_chunks(
+        &[],
+        x,
+        1,
+        #[inline(always)]
+        |_, xs| {
+            for v in xs {
+                *v *= 0.5 * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+            }
+        },
+    );
 }
 
 /// `grad ← grad · (Φ(x) + x · φ(x))`.
 pub fn gelu_backward(x: &[f32], grad: &mut [f32]) {
-    par_chunks(x, grad, 1, |xs, gs| {
-        for (g, &v) in gs.iter_mut().zip(xs) {
-            *g *= gelu_derivative(v);
-        }
-    });
+    par_chunks(
+        x,
+        grad,
+        1,
+        #[inline(always)]
+        |xs, gs| {
+            for (g, &v) in gs.iter_mut().zip(xs) {
+                *g *= gelu_derivative(v);
+            }
+        },
+    );
 }
 
 /// LayerNorm of each row of `x` (rows of `gamma.len()` values), in place:
 /// `(x − mean) / √(var + ε) · γ + β` with the biased variance.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], epsilon: f32) {
     let width = gamma.len();
-    par_chunks(&[], x, width, |_, rows| {
-        for row in rows.chunks_exact_mut(width) {
-            let mean = lane_sum(row, |v| v) / width as f32;
-            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / width as f32;
-            let scale = 1.0 / (var + epsilon).sqrt();
-            for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
-                *v = (*v - mean) * scale * g + b;
+    par_chunks(
+        &[],
+        x,
+        width,
+        #[inline(always)]
+        |_, rows| {
+            for row in rows.chunks_exact_mut(width) {
+                let mean = lane_sum(row, |v| v) / width as f32;
+                let var = lane_sum(row, |v| (v - mean) * (v - mean)) / width as f32;
+                let scale = 1.0 / (var + epsilon).sqrt();
+                for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+                    *v = (*v - mean) * scale * g + b;
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// `Σ f(v)` over `row` in eight interleaved partial sums, an order the compiler may vectorise
 /// (a single running sum is a dependency chain it must keep).
 #[inline(always)]
-fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(super) fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = row.chunks_exact(8);
     let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();

@@ -7,7 +7,7 @@ use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::DType;
 
-use super::{FusedOps, cpu};
+use super::{FusedOps, attention_cpu, attention_rows_reference, cpu};
 
 /// Contiguous f32 from the start of its storage: the layout the kernels handle.
 fn plain(t: &FlexTensor) -> bool {
@@ -21,6 +21,32 @@ fn values(t: &mut FlexTensor) -> &mut [f32] {
 }
 
 impl FusedOps for Flex {
+    fn attention_rows(
+        mut q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask_bias: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let n = q.layout().num_elements();
+        let seq = mask_bias.layout().shape()[1];
+        let bias_len = mask_bias.layout().num_elements();
+        if ![&q, &k, &v, &mask_bias].into_iter().all(plain) {
+            return attention_rows_reference::<Self>(q, k, v, mask_bias, heads);
+        }
+        // The context replaces the queries in place (each query is read before its slot is
+        // written); q is copied first only when its storage is shared, e.g. with k or v.
+        attention_cpu::attention_rows(
+            values(&mut q),
+            &k.storage::<f32>()[..n],
+            &v.storage::<f32>()[..n],
+            &mask_bias.storage::<f32>()[..bias_len],
+            seq,
+            heads,
+        );
+        q
+    }
+
     fn gelu_exact(mut x: FloatTensor<Self>) -> FloatTensor<Self> {
         if !plain(&x) {
             return Self::gelu(x);

@@ -9,13 +9,15 @@
 //! operation: GELU's calls the backend's derivative kernel, LayerNorm's is the closed form
 //! composed of the backend's element-wise operations.
 
+pub mod attention_cpu;
 mod autodiff;
 pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 
 use burn::backend::{Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
-use burn::tensor::Tensor;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Shape, Tensor};
 
 /// GELU with the exact normal CDF, `x · Φ(x)`.
 pub fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -40,6 +42,85 @@ pub fn layer_norm<const D: usize>(
     ))
 }
 
+/// Multi-head scaled dot-product attention on projection rows, without autodiff: for every batch
+/// element and head, `softmax(q kᵀ / √d + bias) v`, with `d = hidden / heads`.
+///
+/// `q`, `k`, `v` are the projections `[batch·seq, hidden]` (heads side by side in each row, as the
+/// query/key/value layers produce them), `mask_bias` is `[batch, seq]` and is added to every
+/// query's scores (see [`mask_bias`](crate::attention::mask_bias)); the result is the context in
+/// the same `[batch·seq, hidden]` layout, ready for the output projection. On Flex one kernel
+/// reads and writes that layout directly; elsewhere it is Burn's `attention` between a split
+/// into heads and a merge.
+///
+/// # Panics
+///
+/// If the shapes disagree (`k`, `v` unlike `q`, `batch·seq` rows, `hidden` not a multiple of
+/// `heads`).
+pub fn attention_rows(
+    q: Tensor<2>,
+    k: Tensor<2>,
+    v: Tensor<2>,
+    mask_bias: Tensor<2>,
+    heads: usize,
+) -> Tensor<2> {
+    let [rows, hidden] = q.dims();
+    let [batch, seq] = mask_bias.dims();
+    assert!(
+        k.dims() == [rows, hidden] && v.dims() == [rows, hidden],
+        "attention_rows: q {:?}, k {:?} and v {:?} differ",
+        q.dims(),
+        k.dims(),
+        v.dims()
+    );
+    assert!(
+        rows == batch * seq && heads > 0 && hidden % heads == 0,
+        "attention_rows: {rows} rows of {hidden} for a [{batch}, {seq}] bias and {heads} heads"
+    );
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::attention_rows(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        mask_bias.into_dispatch(),
+        heads,
+    ))
+}
+
+/// [`attention_rows`] from Burn's own operations: split into heads, `attention`, merge.
+fn attention_rows_reference<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    mask_bias: FloatTensor<B>,
+    heads: usize,
+) -> FloatTensor<B> {
+    let (rows, hidden) = (q.shape()[0], q.shape()[1]);
+    let (batch, seq) = (mask_bias.shape()[0], mask_bias.shape()[1]);
+    let split = |t: FloatTensor<B>| {
+        B::float_swap_dims(
+            B::float_reshape(t, Shape::new([batch, seq, heads, hidden / heads])),
+            1,
+            2,
+        )
+    };
+    // Kernels index the bias per (query, key) tile: give it its full [batch, 1, seq, seq] shape.
+    let bias = B::float_expand(
+        B::float_reshape(mask_bias, Shape::new([batch, 1, 1, seq])),
+        Shape::new([batch, 1, seq, seq]),
+    );
+    let context = B::attention(
+        split(q),
+        split(k),
+        split(v),
+        None,
+        Some(bias),
+        AttentionModuleOptions::default(),
+    );
+    B::float_reshape(
+        B::float_swap_dims(context, 1, 2),
+        Shape::new([rows, hidden]),
+    )
+}
+
 /// The fused operations, per backend; the default bodies are Burn's own operations.
 #[backend_extension(
     Flex: cfg(feature = "flex"),
@@ -48,6 +129,17 @@ pub fn layer_norm<const D: usize>(
     Autodiff,
 )]
 pub trait FusedOps: Backend {
+    /// See [`attention_rows`](crate::fused::attention_rows).
+    fn attention_rows(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask_bias: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        attention_rows_reference::<Self>(q, k, v, mask_bias, heads)
+    }
+
     /// `x · Φ(x)`.
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu(x)
@@ -128,7 +220,7 @@ mod tests {
     use burn::tensor::activation::gelu;
     use burn::tensor::{Device, Distribution, Tensor, Tolerance};
 
-    use super::{gelu_exact, layer_norm};
+    use super::{attention_rows, gelu_exact, layer_norm};
 
     /// Values and input gradients of `ours` and `reference` on the same random input, weighted by a
     /// random upstream gradient; `transpose` feeds a non-contiguous view.
@@ -224,5 +316,61 @@ mod tests {
                     Tolerance::absolute(2e-6),
                 );
         }
+    }
+
+    #[test]
+    fn attention_rows_matches_burns_attention_on_every_path() {
+        let device = Device::default();
+        let (batch, seq, heads, d) = (3, 40, 4, 24);
+        let hidden = heads * d;
+        let rnd = || {
+            Tensor::<2>::random(
+                [batch * seq, hidden],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+        };
+        let (q, k, v) = (rnd(), rnd(), rnd());
+        // Batch 1 pads its last 15 keys.
+        let mask = Tensor::<2, burn::tensor::Int>::ones([batch, seq], &device)
+            .slice_assign([1..2, seq - 15..seq], Tensor::zeros([1, 15], &device));
+        let bias = crate::attention::mask_bias(&mask);
+        let split = |t: Tensor<2>| t.reshape([batch, seq, heads, d]).swap_dims(1, 2);
+        let expected = burn::tensor::module::attention(
+            split(q.clone()),
+            split(k.clone()),
+            split(v.clone()),
+            None,
+            Some(bias.clone().expand([batch, 1, seq, seq])),
+            burn::tensor::ops::AttentionModuleOptions::default(),
+        )
+        .swap_dims(1, 2)
+        .reshape([batch * seq, hidden])
+        .into_data();
+        let bias = bias.reshape([batch, seq]);
+        let check = |got: Tensor<2>| {
+            got.into_data()
+                .assert_approx_eq::<f32>(&expected, Tolerance::absolute(2e-5))
+        };
+        // The kernel (contiguous inputs), the fallback (a transposed view as q), and the default
+        // implementation through autodiff.
+        check(attention_rows(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            bias.clone(),
+            heads,
+        ));
+        let q_view = Tensor::<2>::from_data(q.clone().transpose().into_data(), &device).transpose();
+        check(attention_rows(
+            q_view,
+            k.clone(),
+            v.clone(),
+            bias.clone(),
+            heads,
+        ));
+        let ad = device.autodiff();
+        let on = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), &ad);
+        check(attention_rows(on(&q), on(&k), on(&v), on(&bias), heads).inner());
     }
 }
