@@ -1,13 +1,16 @@
-//! Exact GELU and LayerNorm as a Burn backend extension, with fast CPU kernels for Flex.
+//! Exact GELU, LayerNorm and inference attention as a Burn backend extension, with fast CPU
+//! kernels for Flex.
 //!
 //! On Flex, GELU and its derivative ran element by element with `libm`'s scalar `erff`/`expf` on
 //! one thread, and LayerNorm with a per-element division (Welford's update); after the matrix
 //! products these were the largest costs of the encoder (docs/benchmarks.md). The Flex kernels
-//! here ([`cpu`]) compute the same functions with loops the compiler vectorises, split across
-//! the available cores and in place where the tensor is not shared. Other backends keep their own
-//! kernels. With autodiff each operation records one backward step instead of one per elementary
-//! operation: GELU's calls the backend's derivative kernel, LayerNorm's is the closed form
-//! composed of the backend's element-wise operations.
+//! here ([`cpu`]) compute the same functions with loops compiled for the CPU's widest vectors,
+//! split across the available cores and in place where the tensor is not shared;
+//! [`attention_rows`] ([`attention_cpu`]) computes multi-head attention straight from the
+//! projection rows. Other backends keep their own kernels. With autodiff each operation records
+//! one backward step instead of one per elementary operation: GELU's calls the backend's
+//! derivative kernel, LayerNorm's is the closed form composed of the backend's element-wise
+//! operations.
 
 pub mod attention_cpu;
 mod autodiff;
