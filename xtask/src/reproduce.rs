@@ -131,7 +131,7 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
                 "  convai2  {:?} profile: retrain SR and LoRA-ML on persona tasks, LoRA fine-tuning on unseen personas ({})",
                 args.profile,
                 match args.profile {
-                    Profile::Quick => "about 8 minutes on 2 CPU cores",
+                    Profile::Quick => "about 7 minutes on 2 CPU cores",
                     Profile::Smoke => "seconds",
                     Profile::Paper => "hours; a GPU is advised",
                 }
