@@ -132,7 +132,7 @@ fn attention_rows_reference<B: Backend>(
     Autodiff,
 )]
 pub trait FusedOps: Backend {
-    /// See [`attention_rows`](crate::fused::attention_rows).
+    /// See [`attention_rows`].
     fn attention_rows(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
