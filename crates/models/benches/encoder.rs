@@ -2,7 +2,8 @@
 //! all-MiniLM-L6-v2 and roberta-base shapes, random weights, dropout off, default CPU backend.
 //!
 //! `cargo bench -p adaptable-models --bench encoder -- [--shapes minilm,roberta-base] [--iters N]
-//! [--batch B] [--seq L] [--profile] [--backend flex|ndarray]` (or `cargo xtask bench encoder`).
+//! [--batch B] [--seq L] [--profile] [--backend flex|ndarray|wgpu]` (or `cargo xtask bench encoder`;
+//! ndarray and wgpu need the crate built with that feature).
 //! Each result is printed as a `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=… gflops=…` line;
 //! `--profile` adds breakdowns of the forward and the forward+backward pass by operation.
 
