@@ -136,6 +136,7 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
     let up = rnd([rows, i]);
     let hd = h / heads;
     let mask = Tensor::<4>::zeros([batch, 1, seq, seq], device);
+    let row_bias = Tensor::<2>::zeros([batch, seq], device);
     let gamma = Tensor::<1>::ones([h], device);
     let beta = Tensor::<1>::zeros([h], device);
     let (gamma, beta) = if backward {
@@ -165,18 +166,18 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
         (
             attention_name,
             time(iters, || {
-                // Rebuilt every time: a backward pass consumes the graph it ran on.
-                let q = x.clone().reshape([batch, heads, seq, hd]);
-                let (k, v) = (q.clone(), q.clone());
                 if backward {
+                    // Rebuilt every time: a backward pass consumes the graph it ran on.
+                    let q = x.clone().reshape([batch, heads, seq, hd]);
                     let scores = q
+                        .clone()
                         .mul_scalar(1.0 / (hd as f64).sqrt())
-                        .matmul(k.swap_dims(2, 3));
-                    finish(softmax(scores + mask.clone(), 3).matmul(v))
+                        .matmul(q.clone().swap_dims(2, 3));
+                    finish(softmax(scores + mask.clone(), 3).matmul(q))
                 } else {
                     // On the projection rows directly: no head split or merge.
-                    let bias = Tensor::<2>::zeros([batch, seq], device);
-                    finish(attention_rows(x.clone(), x.clone(), x.clone(), bias, heads))
+                    let (q, kv, bias) = (x.clone(), x.clone(), row_bias.clone());
+                    finish(attention_rows(q, kv.clone(), kv, bias, heads))
                 }
             }),
         ),

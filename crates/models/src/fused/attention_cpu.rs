@@ -87,32 +87,33 @@ pub fn attention_rows(q: &mut [f32], k: &[f32], v: &[f32], bias: &[f32], seq: us
     if q.is_empty() || seq == 0 {
         return;
     }
-    let hidden = q.len() / bias.len();
+    let block = seq * (q.len() / bias.len());
     let kernel = Attention {
         k,
         v,
         bias,
         seq,
+        block,
         heads,
     };
-    par_blocks(q, seq * hidden, kernel);
+    par_blocks(q, block, kernel);
 }
 
-/// [`attention_rows`]' inputs other than the queries, shared by the threads.
+/// [`attention_rows`]' inputs other than the queries, shared by the threads; `block` is one batch
+/// element's `seq · hidden` values.
 struct Attention<'a> {
     k: &'a [f32],
     v: &'a [f32],
     bias: &'a [f32],
     seq: usize,
+    block: usize,
     heads: usize,
 }
 
 impl BlockKernel for Attention<'_> {
     #[inline(always)]
     fn run<S: Simd>(&self, simd: S, first: usize, q: &mut [f32]) {
-        let seq = self.seq;
-        let hidden = self.k.len() / self.bias.len().max(1);
-        let block = seq * hidden;
+        let (seq, block) = (self.seq, self.block);
         let mut scratch = Scratch::default();
         for (i, qb) in q.chunks_exact_mut(block).enumerate() {
             let b = first + i;
