@@ -78,8 +78,11 @@ impl Device {
 /// Experiment size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Profile {
-    /// Minutes on a CPU; the default.
+    /// Minutes on a CPU; the default. A smoke-level sanity run of the real pipeline, not evidence.
     Quick,
+    /// ConvAI2 sized to answer the paper's question on 2 CPU cores (≤ 3 h, runnable in parts with
+    /// `--seed-range`); the linear suite runs as in `quick`.
+    Standard,
     /// The paper's full settings (a GPU is advised).
     Paper,
     /// Seconds; what CI runs.
@@ -107,6 +110,15 @@ pub struct ReproduceArgs {
     /// Start over instead of resuming finished work.
     #[arg(long)]
     pub fresh: bool,
+    /// ConvAI2: run only these seeds, `A..B`; parts run one after another merge into one table.
+    #[arg(long)]
+    pub seed_range: Option<String>,
+    /// ConvAI2: the train split (`train_self_original.txt` or a directory), for the paper profile.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Print the plan (for ConvAI2: every run and an estimated cost) and run nothing.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 /// Runs the reproduction.
@@ -131,18 +143,26 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
                 "  convai2  {:?} profile: retrain SR and LoRA-ML on persona tasks, LoRA fine-tuning on unseen personas ({})",
                 args.profile,
                 match args.profile {
-                    Profile::Quick => "about 7 minutes on 2 CPU cores",
+                    Profile::Quick => "about 7 minutes on 2 CPU cores; a sanity run, not evidence",
+                    Profile::Standard =>
+                        "about 3 hours on 2 CPU cores; `--seed-range` runs it in parts",
                     Profile::Smoke => "seconds",
                     Profile::Paper => "hours; a GPU is advised",
                 }
             ),
         }
     }
-    ensure_writable(&args.out)?;
     let binary = match std::env::var_os(PREBUILT_BINARY_ENV) {
         Some(path) => PathBuf::from(path),
         None => build_cli(root, args.device)?,
     };
+    if args.plan {
+        if suites.contains(&Suite::Convai2) {
+            run(convai2_command(root, &binary, args)?.arg("--plan"))?;
+        }
+        return Ok(());
+    }
+    ensure_writable(&args.out)?;
     let mut parts = Vec::new();
     for suite in &suites {
         let t0 = Instant::now();
@@ -180,7 +200,7 @@ fn write_report(
     };
     let mut md = String::from("# Reproduction report\n\n");
     md.push_str(&format!(
-        "Command: `cargo xtask reproduce {} --profile {} --device {}{}`\n\n",
+        "Command: `cargo xtask reproduce {} --profile {} --device {}{}{}`\n\n",
         match args.suite {
             Suite::Linear => "linear",
             Suite::Convai2 => "convai2",
@@ -189,7 +209,10 @@ fn write_report(
         format!("{:?}", args.profile).to_lowercase(),
         args.device.name(),
         args.seeds
-            .map_or(String::new(), |s| format!(" --seeds {s}"))
+            .map_or(String::new(), |s| format!(" --seeds {s}")),
+        args.seed_range
+            .as_ref()
+            .map_or(String::new(), |r| format!(" --seed-range {r}"))
     ));
     md.push_str("## Provenance\n\n");
     md.push_str(&format!(
@@ -308,25 +331,31 @@ fn linear_runs(args: &ReproduceArgs) -> Option<usize> {
     args.seeds.or((args.profile == Profile::Smoke).then_some(1))
 }
 
-fn run_convai2(
+/// The ConvAI2 profile name of a reproduction profile.
+fn convai2_profile(profile: Profile) -> &'static str {
+    match profile {
+        Profile::Quick => "quick",
+        Profile::Standard => "standard",
+        Profile::Paper => "paper",
+        Profile::Smoke => "smoke",
+    }
+}
+
+/// `adaptable convai2 run …` for the reproduction's options; fetches MiniLM when the profile needs it.
+fn convai2_command(
     root: &Path,
     binary: &Path,
     args: &ReproduceArgs,
-) -> Result<PathBuf, ReproduceError> {
-    let profile = match args.profile {
-        Profile::Quick => "quick",
-        Profile::Paper => "paper",
-        Profile::Smoke => "smoke",
-    };
-    // The quick profile starts from pretrained all-MiniLM-L6-v2; fetch it when missing.
-    if args.profile == Profile::Quick {
+) -> Result<Command, ReproduceError> {
+    let profile = convai2_profile(args.profile);
+    // The quick and standard profiles start from pretrained all-MiniLM-L6-v2; fetch it when missing.
+    if matches!(args.profile, Profile::Quick | Profile::Standard) {
         let models = crate::fetch_model::default_models_dir(root);
         if !models.join("minilm/model.safetensors").is_file() {
             crate::fetch_model::fetch_model("minilm", &models)
                 .map_err(|e| ReproduceError::Setup(e.to_string()))?;
         }
     }
-    let out = args.out.join("convai2").join(profile);
     let mut cmd = Command::new(binary);
     cmd.current_dir(root)
         .args([
@@ -338,15 +367,34 @@ fn run_convai2(
             args.device.name(),
         ])
         .arg("--out")
-        .arg(&out);
+        .arg(args.out.join("convai2").join(profile));
     if let Some(seeds) = args.seeds {
         cmd.args(["--seeds", &seeds.to_string()]);
     }
+    if let Some(range) = &args.seed_range {
+        cmd.args(["--seed-range", range]);
+    }
+    if let Some(data) = &args.data {
+        cmd.arg("--data").arg(data);
+    }
+    Ok(cmd)
+}
+
+fn run_convai2(
+    root: &Path,
+    binary: &Path,
+    args: &ReproduceArgs,
+) -> Result<PathBuf, ReproduceError> {
+    let mut cmd = convai2_command(root, binary, args)?;
     if args.fresh {
         cmd.arg("--fresh");
     }
     run(&mut cmd)?;
-    Ok(out.join("table.md"))
+    Ok(args
+        .out
+        .join("convai2")
+        .join(convai2_profile(args.profile))
+        .join("table.md"))
 }
 
 fn run(cmd: &mut Command) -> Result<(), ReproduceError> {

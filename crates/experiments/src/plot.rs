@@ -252,8 +252,11 @@ fn draw_series<DB: DrawingBackend>(
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
         });
+    // A margin of 5 % of the range (at least 1 % of the top), never below 0 for non-negative data.
     let (lo, hi) = if lo.is_finite() {
-        ((lo - 2.0).max(0.0), hi + 2.0)
+        let pad = (0.05 * (hi - lo)).max(0.01 * hi.abs()).max(1e-6);
+        let floor = if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY };
+        ((lo - pad).max(floor), hi + pad)
     } else {
         (0.0, 1.0)
     };

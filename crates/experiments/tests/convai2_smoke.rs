@@ -62,6 +62,11 @@ fn smoke_profile_writes_every_output() {
         "table.md",
         "accuracy.png",
         "accuracy.svg",
+        "finetune_epochs.csv",
+        "retrain_loss.png",
+        "retrain_loss.svg",
+        "retrain_accuracy.png",
+        "retrain_accuracy.svg",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
@@ -77,14 +82,24 @@ fn smoke_profile_writes_every_output() {
             );
         }
     }
-    // 2 methods × 1 rank × 2 test tasks, plus the header.
-    assert_eq!(numbers(&out.join("summary.csv")).len(), 5);
+    // 2 methods × 1 rank × 2 test tasks × 2 seeds, plus the header.
+    assert_eq!(numbers(&out.join("summary.csv")).len(), 9);
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(
         table.contains("SR + LoRA r=2") && table.contains("LoRA-ML-2 + LoRA r=2"),
         "{table}"
     );
     assert!(table.contains("**average**"), "{table}");
+    assert!(
+        table.contains("LoRA-ML-2 vs SR + LoRA r=2 | best | 4 |"),
+        "the paired table covers 2 tasks × 2 seeds: {table}"
+    );
+    let header = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(
+        header
+            .starts_with("method,retrain_rank,finetune,rank,seed,task,persona,initial,last,best,"),
+        "{header}"
+    );
 
     // A rerun finds everything finished and changes nothing.
     let before = numbers(&out.join("summary.csv"));
@@ -151,6 +166,122 @@ fn a_killed_run_resumes_to_the_same_numbers() {
 }
 
 #[test]
+fn parts_run_separately_merge_into_the_table_of_one_whole_run() {
+    let whole = scratch("whole");
+    assert!(run_smoke(&whole, "smoke").status.success());
+    let parts = scratch("parts");
+    for range in ["1..2", "0..1"] {
+        let result = adaptable()
+            .args([
+                "-q",
+                "convai2",
+                "run",
+                "--profile",
+                "smoke",
+                "--seed-range",
+                range,
+                "--out",
+            ])
+            .arg(&parts)
+            .output()
+            .expect("run adaptable");
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    for csv in ["summary.csv", "retrain.csv", "finetune_epochs.csv"] {
+        assert_eq!(
+            numbers(&parts.join(csv)),
+            numbers(&whole.join(csv)),
+            "{csv}"
+        );
+    }
+    // After the first part alone the table says it is incomplete.
+    let first = scratch("first");
+    let result = adaptable()
+        .args([
+            "-q",
+            "convai2",
+            "run",
+            "--profile",
+            "smoke",
+            "--seed-range",
+            "0..1",
+            "--out",
+        ])
+        .arg(&first)
+        .output()
+        .expect("run adaptable");
+    assert!(result.status.success());
+    let table = std::fs::read_to_string(first.join("table.md")).unwrap();
+    assert!(table.contains("Incomplete: 6 of 12 runs done"), "{table}");
+    // A range outside the profile's seeds is refused.
+    let result = adaptable()
+        .args([
+            "-q",
+            "convai2",
+            "run",
+            "--profile",
+            "smoke",
+            "--seed-range",
+            "1..3",
+            "--out",
+        ])
+        .arg(&first)
+        .output()
+        .expect("run adaptable");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        !result.status.success() && stderr.contains("seed range 1..3"),
+        "{stderr}"
+    );
+    // The report recomputes from the CSVs alone.
+    let before = std::fs::read_to_string(whole.join("table.md")).unwrap();
+    std::fs::remove_file(whole.join("table.md")).unwrap();
+    let report = adaptable()
+        .args(["-q", "convai2", "report", "--dir"])
+        .arg(&whole)
+        .output()
+        .expect("run adaptable");
+    assert!(report.status.success());
+    assert_eq!(
+        std::fs::read_to_string(whole.join("table.md")).unwrap(),
+        before
+    );
+    for dir in [whole, parts, first] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn the_plan_lists_the_runs_and_runs_nothing() {
+    let out = scratch("plan");
+    let result = adaptable()
+        .args(["convai2", "run", "--profile", "smoke", "--plan", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run adaptable");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        stdout.contains("4 retraining run(s)") && stdout.contains("8 fine-tuning run(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("seed 1 lora-ml: then lora r=2 × 2 personas"),
+        "{stdout}"
+    );
+    assert!(!out.join("retrain").exists());
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
 fn a_diverging_run_is_reported_and_the_others_finish() {
     let out = scratch("nan");
     std::fs::create_dir_all(&out).unwrap();
@@ -188,7 +319,8 @@ fn a_diverging_run_is_reported_and_the_others_finish() {
     assert!(out.join("retrain/lora-ml/seed0/result.json").is_file());
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(
-        table.contains("**Failed runs**") && table.contains("fine-tuning sr seed 0 rank 2 task 0"),
+        table.contains("**Failed runs**")
+            && table.contains("fine-tuning SR seed 0 LoRA r=2 task 0"),
         "{table}"
     );
     std::fs::remove_dir_all(out).unwrap();
@@ -295,7 +427,7 @@ fn bad_inputs_give_one_clear_line() {
     // A malformed profile names the line.
     let err = failing_variant(
         "malformed",
-        |p| p.replacen("seeds = 1", "seeds = [1", 1),
+        |p| p.replacen("seeds = 2", "seeds = [2", 1),
         None,
     );
     assert!(err.contains("line"), "{err}");

@@ -130,6 +130,7 @@ proptest! {
             episode: 3,
             turn: 1,
             rows: (0..n).map(|k| vec![10 + k as u32; 1 + k % 4]).collect(),
+            type_ids: Vec::new(),
             gold,
         };
         let selection = CandidateSelection::GoldPlusNegatives { negatives, seed };

@@ -1,13 +1,13 @@
 //! `adaptable convai2 …`: inspect the ConvAI2 persona tasks.
 
-use std::path::PathBuf;
+use std::{ops::Range, path::PathBuf};
 
 use adaptable_tasks::convai2::{SplitConfig, stats_for_path};
 use clap::{Args, Subcommand};
 
 use crate::{
     ExperimentError,
-    convai2::{Convai2Profile, Convai2RunOptions, run_profile, write_outputs},
+    convai2::{Convai2Profile, Convai2Run, Convai2RunOptions, report_dir, write_outputs},
     device::Backend,
     io::ensure_writable_dir,
 };
@@ -19,14 +19,38 @@ pub enum Convai2Command {
     Stats(Convai2StatsArgs),
     /// Retrain on persona tasks (SR, LoRA-ML, …), fine-tune on unseen personas, write the table.
     Run(Convai2RunArgs),
+    /// Recompute table.md and the figures of a finished run from its CSVs (summary.csv,
+    /// retrain.csv, finetune_epochs.csv), e.g. the committed docs/results/convai2/standard.
+    Report(Convai2ReportArgs),
+}
+
+/// Options of `adaptable convai2 report`.
+#[derive(Debug, Clone, Args)]
+pub struct Convai2ReportArgs {
+    /// The directory holding the CSVs; table.md and the figures are written there.
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 /// Options of `adaptable convai2 run`.
 #[derive(Debug, Clone, Args)]
 pub struct Convai2RunArgs {
-    /// A built-in profile (quick, paper, smoke) or a TOML file.
+    /// A built-in profile (quick, standard, paper, smoke) or a TOML file.
     #[arg(long, default_value = "quick")]
     pub profile: String,
+    /// ConvAI2 data: a `train_self_original.txt[.gz]` file (retraining personas from it, test
+    /// personas from the shipped validation file, as in the paper's code), a directory holding
+    /// `valid_self_original.txt[.gz]` and optionally `train_…`, or one validation file
+    /// [default: the profile's, else the shipped validation file].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run only these seeds, `A..B` (B excluded), of the profile's; parts run into the same
+    /// output directory merge into one table (each part's report covers every seed done so far).
+    #[arg(long, value_parser = parse_seed_range)]
+    pub seed_range: Option<Range<usize>>,
+    /// Print the runs and an estimate of their cost, and run nothing.
+    #[arg(long)]
+    pub plan: bool,
     /// Output directory [default: results/convai2/PROFILE].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -75,6 +99,13 @@ pub struct Convai2StatsArgs {
 pub fn run_convai2(command: &Convai2Command, quiet: bool) -> Result<(), ExperimentError> {
     match command {
         Convai2Command::Run(args) => run_profile_command(args, quiet),
+        Convai2Command::Report(args) => {
+            let table = report_dir(&args.dir)?;
+            if !quiet {
+                println!("{table}");
+            }
+            Ok(())
+        }
         Convai2Command::Stats(args) => {
             let config = SplitConfig {
                 seed: args.seed,
@@ -95,6 +126,23 @@ pub fn run_convai2(command: &Convai2Command, quiet: bool) -> Result<(), Experime
     }
 }
 
+/// Parses `A..B` (B excluded).
+fn parse_seed_range(text: &str) -> Result<Range<usize>, String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("`{text}`: expected A..B, e.g. 0..2"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{text}`: `{v}` is not a seed number"))
+    };
+    let range = parse(a)?..parse(b)?;
+    if range.is_empty() {
+        return Err(format!("`{text}` is empty; B must be above A"));
+    }
+    Ok(range)
+}
+
 fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), ExperimentError> {
     let started = std::time::Instant::now();
     let mut profile = Convai2Profile::resolve(&args.profile)?;
@@ -105,6 +153,9 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
             ));
         }
         profile.seeds = seeds;
+    }
+    if let Some(data) = &args.data {
+        profile.data.path = Some(data.clone());
     }
     if !args.methods.is_empty() {
         let known: Vec<&str> = profile.methods.iter().map(|m| m.id()).collect();
@@ -128,6 +179,17 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("results/convai2").join(&name));
+    let mut options =
+        Convai2RunOptions::new(out.clone(), backend.device()?.autodiff(), workspace_root());
+    options.seeds = args.seed_range.clone();
+    if quiet || args.worker {
+        options = options.quiet();
+    }
+    let mut run = Convai2Run::prepare(&profile, &options)?;
+    if args.plan {
+        print!("{}", run.plan_text());
+        return Ok(());
+    }
     if args.fresh {
         for sub in ["retrain", "finetune"] {
             let dir = out.join(sub);
@@ -138,32 +200,31 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         }
     }
     ensure_writable_dir(&out)?;
+    if !quiet && !args.worker {
+        eprint!("{}", run.plan_text());
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args
         .jobs
         .unwrap_or(if backend == Backend::Wgpu { 1 } else { cpus })
         .min(profile.methods.len());
     if jobs > 1 && args.methods.is_empty() && !args.worker {
-        run_workers(args, &profile, &out, jobs, cpus)?;
+        run_workers(args, &run, &profile, &out, jobs, cpus)?;
     }
-    let options = Convai2RunOptions {
-        out: out.clone(),
-        device: backend.device()?.autodiff(),
-        quiet,
-        workspace: workspace_root(),
-    };
     if args.worker {
         exit_with_parent();
-        run_profile(&profile, &options)?;
+        run.run()?;
         return Ok(());
     }
-    let summary = run_profile(&profile, &options)?;
-    let table = write_outputs(&out, &summary, profile.retrain.lora.rank)?;
+    let summary = run.run()?;
+    let table = write_outputs(&out, &summary)?;
     if !quiet {
         println!("{table}");
     }
     eprintln!(
-        "convai2 {name}: {} retraining and {} fine-tuning runs in {:.1} s; results in {}",
+        "convai2 {name}: {} of {} runs done ({} retraining and {} fine-tuning runs found) in {:.1} s; results in {}",
+        summary.runs.1,
+        summary.runs.0,
         summary.retrain.len(),
         summary.finetune.len(),
         started.elapsed().as_secs_f64(),
@@ -208,6 +269,7 @@ const RAYON_NUM_THREADS: &str = "RAYON_NUM_THREADS";
 /// collects their finished results.
 fn run_workers(
     args: &Convai2RunArgs,
+    run: &Convai2Run,
     profile: &Convai2Profile,
     out: &std::path::Path,
     jobs: usize,
@@ -238,6 +300,13 @@ fn run_workers(
         if let Some(seeds) = args.seeds {
             cmd.args(["--seeds", &seeds.to_string()]);
         }
+        if let Some(range) = &args.seed_range {
+            cmd.arg("--seed-range")
+                .arg(format!("{}..{}", range.start, range.end));
+        }
+        if let Some(data) = &args.data {
+            cmd.arg("--data").arg(data);
+        }
         // mimalloc reads its options when a process starts: workers, which do the training, keep
         // freed memory instead of purging it after 1 s and page-faulting it back in (≈ 10 % of a
         // training step on the encoder; docs/benchmarks.md). A value set by the user wins.
@@ -260,16 +329,29 @@ fn run_workers(
         })?;
         children.push((group.join(","), child));
     }
+    // The workers are silent; the whole run's progress comes from the files they finish.
+    let progress = run.progress_bar();
     let mut failed = Vec::new();
-    for (group, mut child) in children {
-        let status = child.wait().map_err(|source| ExperimentError::Io {
-            path: exe.clone(),
-            source,
-        })?;
-        if !status.success() {
-            failed.push(group);
+    let mut running = children;
+    while !running.is_empty() {
+        let mut still = Vec::new();
+        for (group, mut child) in running {
+            match child.try_wait().map_err(|source| ExperimentError::Io {
+                path: exe.clone(),
+                source,
+            })? {
+                Some(status) if !status.success() => failed.push(group),
+                Some(_) => {}
+                None => still.push((group, child)),
+            }
+        }
+        running = still;
+        run.update_progress(&progress);
+        if !running.is_empty() {
+            std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
+    progress.finish_and_clear();
     // Failed runs are recorded in their JSON files; the collecting run reports them. A worker that
     // died without writing (a crash) is retried there, which also resumes its checkpoints.
     if !failed.is_empty() {

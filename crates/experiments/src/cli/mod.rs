@@ -8,7 +8,9 @@ mod linear;
 use clap::{Parser, Subcommand};
 
 pub use adapters::{AdaptersCommand, run_adapters};
-pub use convai2::{Convai2Command, Convai2RunArgs, Convai2StatsArgs, run_convai2};
+pub use convai2::{
+    Convai2Command, Convai2ReportArgs, Convai2RunArgs, Convai2StatsArgs, run_convai2,
+};
 pub use embed::{EmbedArgs, run_embed};
 pub use linear::{LinearArgs, run_linear};
 

@@ -1,11 +1,14 @@
 //! ConvAI2 persona tasks as [`TaskData`]: tokenised once, batched every epoch.
 
+use std::cell::{Cell, OnceCell};
+
 use adaptable_meta::{MetaError, TaskData};
 use adaptable_models::{EncoderInput, PairFormat, TextTokenizer};
 use adaptable_tasks::{
     TasksError,
     convai2::{
-        CandidateSelection, EncodedExample, Example, PairTokenizer, TokenizedBatch, encode_examples,
+        CandidateSelection, EncodedExample, EncodedPair, Example, PairTokenizer, TokenizedBatch,
+        encode_examples,
     },
 };
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -17,10 +20,51 @@ use crate::seed::derive_seed;
 /// The model crate's tokenizer under the task crate's pair contract.
 ///
 /// Context utterances are joined with a space (the paper's code concatenates them with no separator,
-/// which glues words together); the pair is encoded as two single sequences back to back
-/// (`<s> ctx </s><s> cand </s>`), as the paper's code does, so every token type id is 0. Truncation
-/// keeps the candidate and the most recent context.
-pub struct PairEncoder<'a>(pub &'a TextTokenizer);
+/// which glues words together). With [`PairFormat::Concatenated`] (the profile's `paper` format) the
+/// pair is two single sequences back to back, `<s> ctx </s><s> cand </s>` or `[CLS] ctx [SEP][CLS]
+/// cand [SEP]`, every token type 0, as the paper's code builds it; with [`PairFormat::Native`] it is
+/// the tokenizer's own pair template (BERT: `[CLS] ctx [SEP] cand [SEP]`, types 0 then 1). A pair
+/// longer than `max_len` keeps the candidate and the most recent context; [`PairEncoder::cut_pairs`]
+/// counts how many were cut.
+pub struct PairEncoder<'a> {
+    tokenizer: &'a TextTokenizer,
+    format: PairFormat,
+    segments: bool,
+    /// Special tokens of one sequence and of the pair template.
+    specials: OnceCell<(usize, usize)>,
+    cut: Cell<usize>,
+}
+
+impl<'a> PairEncoder<'a> {
+    /// An encoder of pairs in `format` for a model with `type_vocab_size` token types. A model with
+    /// one token type (RoBERTa) gets every type id 0 whatever its tokenizer's template says, as
+    /// Hugging Face's RoBERTa inputs do.
+    pub fn new(tokenizer: &'a TextTokenizer, format: PairFormat, type_vocab_size: usize) -> Self {
+        Self {
+            tokenizer,
+            format,
+            segments: type_vocab_size > 1,
+            specials: OnceCell::new(),
+            cut: Cell::new(0),
+        }
+    }
+
+    /// Pairs encoded so far that were longer than their `max_len` and lost context (or candidate)
+    /// tokens.
+    pub fn cut_pairs(&self) -> usize {
+        self.cut.get()
+    }
+
+    fn encode(
+        &self,
+        pairs: &[(&str, &str)],
+        max_len: usize,
+    ) -> Result<adaptable_models::EncodedBatch, TasksError> {
+        self.tokenizer
+            .encode_pairs(pairs, max_len, self.format)
+            .map_err(|e| TasksError::Tokenizer(e.to_string()))
+    }
+}
 
 impl PairTokenizer for PairEncoder<'_> {
     fn encode_pair(
@@ -30,12 +74,13 @@ impl PairTokenizer for PairEncoder<'_> {
         max_len: usize,
     ) -> Result<Vec<u32>, TasksError> {
         Ok(self
-            .encode_candidates(
+            .encode_candidates_typed(
                 context,
                 std::slice::from_ref(&candidate.to_string()),
                 max_len,
             )?
-            .remove(0))
+            .remove(0)
+            .ids)
     }
 
     fn encode_candidates(
@@ -44,26 +89,75 @@ impl PairTokenizer for PairEncoder<'_> {
         candidates: &[String],
         max_len: usize,
     ) -> Result<Vec<Vec<u32>>, TasksError> {
+        Ok(self
+            .encode_candidates_typed(context, candidates, max_len)?
+            .into_iter()
+            .map(|p| p.ids)
+            .collect())
+    }
+
+    fn encode_candidates_typed(
+        &self,
+        context: &[String],
+        candidates: &[String],
+        max_len: usize,
+    ) -> Result<Vec<EncodedPair>, TasksError> {
         let context = context.join(" ");
         let pairs: Vec<(&str, &str)> = candidates
             .iter()
             .map(|c| (context.as_str(), c.as_str()))
             .collect();
-        self.0
-            .encode_pairs(&pairs, max_len, PairFormat::Concatenated)
-            .map(|batch| batch.ids)
-            .map_err(|e| TasksError::Tokenizer(e.to_string()))
+        // Whole lengths from single encodings (the context once), to count the pairs that are cut.
+        let single = |text: &str| {
+            self.tokenizer
+                .encode(text)
+                .map(|ids| ids.len())
+                .map_err(|e| TasksError::Tokenizer(e.to_string()))
+        };
+        let specials = self.specials.get_or_init(|| {
+            let one = single("").unwrap_or(0);
+            let pair = self
+                .tokenizer
+                .encode_pair("", "")
+                .map_or(2 * one, |ids| ids.len());
+            (one, pair)
+        });
+        let context_len = single(&context)? - specials.0;
+        let encoded = self.encode(&pairs, max_len)?;
+        let mut out = Vec::with_capacity(candidates.len());
+        for ((ids, type_ids), candidate) in encoded
+            .ids
+            .into_iter()
+            .zip(encoded.type_ids)
+            .zip(candidates)
+        {
+            let content = context_len + single(candidate)? - specials.0;
+            let whole = match self.format {
+                PairFormat::Native => content + specials.1,
+                PairFormat::Concatenated => content + 2 * specials.0,
+            };
+            if whole > ids.len() {
+                self.cut.set(self.cut.get() + 1);
+            }
+            let type_ids = if self.segments {
+                type_ids
+            } else {
+                vec![0; ids.len()]
+            };
+            out.push(EncodedPair { ids, type_ids });
+        }
+        Ok(out)
     }
 
     fn pad_id(&self) -> u32 {
-        self.0.pad_id()
+        self.tokenizer.pad_id()
     }
 }
 
 /// A batch for the cross-encoder: every row is a (context, candidate) pair.
 #[derive(Debug, Clone)]
 pub struct ConvaiBatch {
-    /// Token ids and mask, `[examples × candidates, seq]`.
+    /// Token ids, mask and (for segmented pair formats) token types, `[examples × candidates, seq]`.
     pub input: EncoderInput,
     /// 1 on gold rows, 0 elsewhere, `[examples × candidates]`.
     pub labels: Tensor<1, Int>,
@@ -82,37 +176,92 @@ pub struct Batching {
     pub eval_batch_size: usize,
     /// Distractors per training example (the gold is always included); evaluation uses all.
     pub negatives: usize,
-    /// Seed of the example order and the negatives.
-    pub seed: u64,
 }
 
 /// One persona task, tokenised.
+///
+/// The examples are fixed; the order of the training examples and the negatives drawn for them follow
+/// the task's seed ([`ConvaiTask::reseed`]), which the runner derives from the run's seed, so that
+/// different seeds see different batches of the same split.
 pub struct ConvaiTask {
     train: Vec<EncodedExample>,
     heldout: Vec<EncodedExample>,
     batching: Batching,
+    seed: u64,
     pad_id: u32,
     device: Device,
 }
 
 impl ConvaiTask {
-    /// Tokenises the task's examples (at most `max_len` tokens per pair).
+    /// Tokenises the task's examples through `encoder` (at most `max_len` tokens per pair), with
+    /// batch order and negatives seeded by `seed`.
     pub fn new(
         train: &[Example],
         heldout: &[Example],
-        tokenizer: &TextTokenizer,
+        encoder: &PairEncoder<'_>,
         max_len: usize,
         batching: Batching,
+        seed: u64,
         device: &Device,
     ) -> Result<Self, TasksError> {
-        let encoder = PairEncoder(tokenizer);
         Ok(Self {
-            train: encode_examples(train, &encoder, max_len)?,
-            heldout: encode_examples(heldout, &encoder, max_len)?,
+            train: encode_examples(train, encoder, max_len)?,
+            heldout: encode_examples(heldout, encoder, max_len)?,
             batching,
-            pad_id: tokenizer.pad_id(),
+            seed,
+            pad_id: encoder.pad_id(),
             device: device.clone(),
         })
+    }
+
+    /// Sets the seed of the batch order and of the sampled negatives.
+    pub fn reseed(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+
+    /// The training examples of `epoch` (counted from 0) in batch order, with the seed of their
+    /// negatives.
+    pub fn epoch_order(&self, epoch: usize) -> (Vec<&EncodedExample>, u64) {
+        let seed = derive_seed(self.seed, &["epoch", &epoch.to_string()]);
+        let mut order: Vec<&EncodedExample> = self.train.iter().collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        (order, seed)
+    }
+
+    /// Padded tokens one training epoch feeds the encoder (rows × padded length, summed over
+    /// batches, in epoch 0's order; the padded length is taken over all candidates of a batch's
+    /// examples, so it is an upper bound): the unit of the cost model.
+    pub fn train_tokens(&self) -> usize {
+        let (order, _) = self.epoch_order(0);
+        let rows = self.batching.negatives + 1;
+        order
+            .chunks(self.batching.batch_size.max(1))
+            .map(|chunk| {
+                let rows = chunk.iter().map(|e| rows.min(e.rows.len())).sum::<usize>();
+                let longest = chunk
+                    .iter()
+                    .flat_map(|e| e.rows.iter().map(Vec::len))
+                    .max()
+                    .unwrap_or(0);
+                rows * longest
+            })
+            .sum()
+    }
+
+    /// Padded tokens of one evaluation of the held-out examples (all candidates).
+    pub fn eval_tokens(&self) -> usize {
+        self.heldout
+            .chunks(self.batching.eval_batch_size.max(1))
+            .map(|chunk| {
+                let rows = chunk.iter().map(|e| e.rows.len()).sum::<usize>();
+                let longest = chunk
+                    .iter()
+                    .flat_map(|e| e.rows.iter().map(Vec::len))
+                    .max()
+                    .unwrap_or(0);
+                rows * longest
+            })
+            .sum()
     }
 
     /// Training examples.
@@ -123,6 +272,15 @@ impl ConvaiTask {
     /// Held-out examples.
     pub fn heldout_examples(&self) -> usize {
         self.heldout.len()
+    }
+
+    /// Encoded (context, candidate) pairs, training and held-out.
+    pub fn pairs(&self) -> usize {
+        self.train
+            .iter()
+            .chain(&self.heldout)
+            .map(|e| e.rows.len())
+            .sum()
     }
 
     fn batch<'a>(
@@ -144,7 +302,7 @@ impl ConvaiTask {
             input: EncoderInput {
                 input_ids: ints(&tb.ids),
                 attention_mask: ints(&tb.attention_mask),
-                token_type_ids: None,
+                token_type_ids: tb.type_ids.as_deref().map(ints),
             },
             labels: binary_labels(candidates, &tb.gold, &self.device),
             candidates,
@@ -157,9 +315,7 @@ impl TaskData for ConvaiTask {
     type Batch = ConvaiBatch;
 
     fn train_batches(&self, epoch: usize) -> Result<Vec<ConvaiBatch>, MetaError> {
-        let seed = derive_seed(self.batching.seed, &["epoch", &epoch.to_string()]);
-        let mut order: Vec<&EncodedExample> = self.train.iter().collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        let (order, seed) = self.epoch_order(epoch);
         let selection = CandidateSelection::GoldPlusNegatives {
             negatives: self.batching.negatives,
             seed,

@@ -1,29 +1,35 @@
 //! Runs a ConvAI2 profile: retrain every method and seed, fine-tune on every unseen persona, and keep
-//! every finished piece on disk so that a rerun continues where it stopped.
+//! every finished piece on disk so that a rerun continues where it stopped, and so that parts of a
+//! profile run separately (`--seed-range`, `--methods`) into one directory merge into one table.
 
 use std::{
+    fmt::Write as _,
+    ops::Range,
     path::{Path, PathBuf},
     time::Instant,
 };
 
 use adaptable_meta::{
     MetaError, MetaModel, TaskData,
-    finetune::finetune,
+    finetune::{FinetuneMethod, finetune},
     retrain::{RetrainMethod, RetrainObserver, RetrainState, prepare, retrain},
 };
 use adaptable_models::{
-    EncoderConfig, LoraTargets, SequenceClassifierConfig, TextTokenizer, load_pretrained_classifier,
+    EncoderConfig, LoraTargets, ModelType, SequenceClassifierConfig, TextTokenizer,
+    load_pretrained_classifier,
 };
-use adaptable_tasks::convai2::{Convai2Data, PersonaTask, build_split};
+use adaptable_tasks::convai2::{
+    Convai2Data, PersonaSplit, PersonaTask, build_split, default_valid_path,
+};
 use burn::{module::Module, tensor::Device};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Convai2Profile,
-    data::{Batching, ConvaiTask},
+    Convai2Profile, LoraMlRank, PairFormatSetting,
+    data::{Batching, ConvaiTask, PairEncoder},
     model::ConvaiModel,
-    outputs::{FinetuneRecord, RetrainRecord},
+    outputs::{FinetuneKey, FinetuneRecord, RetrainKey, RetrainRecord, finetune_id},
 };
 use crate::{
     ExperimentError,
@@ -38,10 +44,32 @@ pub struct Convai2RunOptions {
     pub out: PathBuf,
     /// Training device (autodiff is enabled on it).
     pub device: Device,
-    /// Hide progress bars.
-    pub quiet: bool,
+    /// Progress bars are drawn here (hidden: [`Convai2RunOptions::quiet`]).
+    pub progress: MultiProgress,
     /// The shipped-data directory and models directory are looked up from here.
     pub workspace: PathBuf,
+    /// The seeds this invocation runs (absent: all of the profile's); the results of every seed
+    /// found in `out` are reported.
+    pub seeds: Option<Range<usize>>,
+}
+
+impl Convai2RunOptions {
+    /// Options with progress bars on standard error and every seed.
+    pub fn new(out: PathBuf, device: Device, workspace: PathBuf) -> Self {
+        Self {
+            out,
+            device,
+            progress: MultiProgress::new(),
+            workspace,
+            seeds: None,
+        }
+    }
+
+    /// No progress bars.
+    pub fn quiet(mut self) -> Self {
+        self.progress = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
+        self
+    }
 }
 
 /// A retraining run's checkpoint bookkeeping (`checkpoint/state.json`).
@@ -96,6 +124,25 @@ fn model_source(
     Ok((Some(dir), tokenizer))
 }
 
+/// The small random RoBERTa of the `random-tiny` source.
+fn tiny_config() -> EncoderConfig {
+    let mut config = EncoderConfig::roberta_base();
+    config.hidden_size = 32;
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.intermediate_size = 64;
+    config.max_position_embeddings = 130;
+    config
+}
+
+/// The encoder configuration of the model source.
+fn model_config(dir: Option<&Path>) -> Result<EncoderConfig, ExperimentError> {
+    match dir {
+        Some(dir) => Ok(EncoderConfig::from_hf_file(dir.join("config.json"))?),
+        None => Ok(tiny_config()),
+    }
+}
+
 /// A fresh classifier with the foundation model's weights (one shared head, no adapters).
 fn foundation(
     dir: Option<&Path>,
@@ -104,15 +151,7 @@ fn foundation(
 ) -> Result<ConvaiModel, ExperimentError> {
     let classifier = match dir {
         Some(dir) => load_pretrained_classifier(dir, 2, 1, None, device)?.0,
-        None => {
-            let mut config = EncoderConfig::roberta_base();
-            config.hidden_size = 32;
-            config.num_hidden_layers = 2;
-            config.num_attention_heads = 4;
-            config.intermediate_size = 64;
-            config.max_position_embeddings = 130;
-            SequenceClassifierConfig::new(config, 2, 1).init(device)?
-        }
+        None => SequenceClassifierConfig::new(tiny_config(), 2, 1).init(device)?,
     };
     Ok(ConvaiModel {
         classifier,
@@ -120,19 +159,37 @@ fn foundation(
     })
 }
 
-/// Builds the tasks of a persona split.
+/// Loads the ConvAI2 data: a directory (validation and optionally train file), a train file (the
+/// test personas then come from the shipped validation file, as in the paper's code), or one
+/// validation file; absent: the shipped validation file.
+pub fn load_data(path: Option<&Path>) -> Result<Convai2Data, ExperimentError> {
+    let Some(path) = path else {
+        return Ok(Convai2Data::load_default()?);
+    };
+    let is_train_file = path.is_file()
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("train"));
+    Ok(if is_train_file {
+        Convai2Data::from_files(&default_valid_path(), Some(path))?
+    } else {
+        Convai2Data::load(path)?
+    })
+}
+
+/// Builds the tasks of a persona split (batch order and negatives are seeded per run later).
 fn tasks_of(
     personas: &[PersonaTask],
     profile: &Convai2Profile,
-    tokenizer: &TextTokenizer,
-    role: &str,
+    encoder: &PairEncoder<'_>,
+    max_len: usize,
     device: &Device,
 ) -> Result<Vec<ConvaiTask>, ExperimentError> {
     let options = profile.split.example_options();
     personas
         .iter()
-        .enumerate()
-        .map(|(i, persona)| {
+        .map(|persona| {
             let mut train = persona.train_examples(&options)?;
             let mut heldout = persona.heldout_examples(&options)?;
             if let Some(n) = profile.data.max_train_examples {
@@ -145,26 +202,24 @@ fn tasks_of(
                 batch_size: profile.data.batch_size,
                 eval_batch_size: profile.data.eval_batch_size,
                 negatives: profile.data.negatives,
-                seed: derive_seed(profile.split.seed, &[role, &i.to_string()]),
             };
             Ok(ConvaiTask::new(
-                &train,
-                &heldout,
-                tokenizer,
-                profile.data.max_len,
-                batching,
-                device,
+                &train, &heldout, encoder, max_len, batching, 0, device,
             )?)
         })
         .collect()
 }
 
-fn bar(quiet: bool, len: usize, prefix: String) -> ProgressBar {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(len as u64)
-    };
+/// Gives every task the batch order and negatives of `seed` (`role`: `retrain` or `test`). Keyed by
+/// the seed and the task only, so that every method sees the same batches under one seed.
+fn reseed_tasks(tasks: &mut [ConvaiTask], seed: usize, role: &str) {
+    for (i, task) in tasks.iter_mut().enumerate() {
+        task.reseed(derive_seed(seed as u64, &["data", role, &i.to_string()]));
+    }
+}
+
+fn bar(progress: &MultiProgress, len: usize, prefix: String) -> ProgressBar {
+    let bar = progress.add(ProgressBar::new(len as u64));
     bar.set_style(
         ProgressStyle::with_template(
             "{prefix:>28} [{bar:30}] {pos}/{len} steps {elapsed} (ETA {eta})",
@@ -277,148 +332,548 @@ fn load_checkpoint(
     }))
 }
 
+/// One retraining run and the fine-tunings that start from its best epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrainUnit {
+    /// The method.
+    pub method: RetrainMethod,
+    /// LoRA-ML's task-adapter rank (0 for the methods without adapters).
+    pub retrain_rank: usize,
+    /// The seed.
+    pub seed: usize,
+    /// The fine-tunings: kind and adapter rank (0 for the head).
+    pub finetunes: Vec<(FinetuneMethod, usize)>,
+    /// Directory name under `retrain/` and `finetune/`: the method id, with the rank for LoRA-ML
+    /// retrained at each fine-tuning rank (`lora-ml-r4`).
+    pub id: String,
+}
+
+/// The retraining runs of `profile` for `seeds`, seed by seed, methods in profile order.
+pub fn plan_units(profile: &Convai2Profile, seeds: Range<usize>) -> Vec<RetrainUnit> {
+    let mut units = Vec::new();
+    for seed in seeds {
+        for &method in &profile.methods {
+            let kinds = profile.finetune.kinds_for(method);
+            let all: Vec<(FinetuneMethod, usize)> = kinds
+                .iter()
+                .flat_map(|&k| {
+                    profile
+                        .finetune
+                        .ranks_of(k)
+                        .into_iter()
+                        .map(move |r| (k, r))
+                })
+                .collect();
+            match (method, profile.lora_ml_rank) {
+                (RetrainMethod::LoraMl, LoraMlRank::Finetune) => {
+                    for &rank in &profile.finetune.ranks {
+                        units.push(RetrainUnit {
+                            method,
+                            retrain_rank: rank,
+                            seed,
+                            finetunes: all.iter().copied().filter(|f| f.1 == rank).collect(),
+                            id: format!("{}-r{rank}", method.id()),
+                        });
+                    }
+                }
+                (RetrainMethod::LoraMl, LoraMlRank::Retrain) => units.push(RetrainUnit {
+                    method,
+                    retrain_rank: profile.retrain.lora.rank,
+                    seed,
+                    finetunes: all,
+                    id: method.id().to_string(),
+                }),
+                _ => units.push(RetrainUnit {
+                    method,
+                    retrain_rank: 0,
+                    seed,
+                    finetunes: all,
+                    id: method.id().to_string(),
+                }),
+            }
+        }
+    }
+    units
+}
+
+impl RetrainUnit {
+    /// `out/retrain/<id>/seed<s>`.
+    pub fn retrain_dir(&self, out: &Path) -> PathBuf {
+        out.join("retrain")
+            .join(&self.id)
+            .join(format!("seed{}", self.seed))
+    }
+
+    /// `out/finetune/<id>/seed<s>/rank<r>/task<k>.json` (rank 0: head fine-tuning).
+    pub fn finetune_file(&self, out: &Path, rank: usize, task: usize) -> PathBuf {
+        out.join("finetune")
+            .join(&self.id)
+            .join(format!("seed{}", self.seed))
+            .join(format!("rank{rank}"))
+            .join(format!("task{task}.json"))
+    }
+
+    /// The profile with this run's retraining settings (LoRA-ML's rank).
+    fn profile(&self, profile: &Convai2Profile) -> Convai2Profile {
+        let mut profile = profile.clone();
+        if self.method == RetrainMethod::LoraMl {
+            profile.retrain.lora.rank = self.retrain_rank;
+        }
+        profile
+    }
+}
+
 /// What a finished profile run produced.
 #[derive(Debug, Clone)]
 pub struct Convai2RunSummary {
-    /// One record per retraining run (failed ones included).
+    /// One record per finished retraining run of every seed found (failed ones included).
     pub retrain: Vec<RetrainRecord>,
-    /// One record per fine-tuning run.
+    /// One record per finished fine-tuning run.
     pub finetune: Vec<FinetuneRecord>,
     /// Persona ids of the test tasks, in task order.
     pub test_personas: Vec<usize>,
+    /// Runs (retrainings and fine-tunings) of the whole profile, and how many of them are done.
+    pub runs: (usize, usize),
+    /// Notes for the report: pair format, lengths, cut pairs, candidates.
+    pub notes: String,
 }
 
-/// Runs (or resumes) a profile.
+/// A profile ready to run: data tokenised, the runs planned.
+pub struct Convai2Run {
+    profile: Convai2Profile,
+    options: Convai2RunOptions,
+    model_dir: Option<PathBuf>,
+    split: PersonaSplit,
+    has_train_split: bool,
+    retrain_tasks: Vec<ConvaiTask>,
+    test_tasks: Vec<ConvaiTask>,
+    units: Vec<RetrainUnit>,
+    notes: String,
+}
+
+impl Convai2Run {
+    /// Loads the model's tokenizer and the data, tokenises every task and plans the runs.
+    pub fn prepare(
+        profile: &Convai2Profile,
+        options: &Convai2RunOptions,
+    ) -> Result<Self, ExperimentError> {
+        let started = Instant::now();
+        if let Some(seeds) = &options.seeds
+            && (seeds.start >= seeds.end || seeds.end > profile.seeds)
+        {
+            return Err(ExperimentError::InvalidOption(format!(
+                "seed range {}..{} is not a non-empty part of the profile's seeds 0..{}",
+                seeds.start, seeds.end, profile.seeds
+            )));
+        }
+        let (model_dir, tokenizer_path) = model_source(profile, &options.workspace)?;
+        let config = model_config(model_dir.as_deref())?;
+        let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+        let data = load_data(profile.data.path.as_deref())?;
+        let split = build_split(&data, &profile.split)?;
+        let format = profile
+            .data
+            .pair_format
+            .unwrap_or_else(|| PairFormatSetting::default_for(config.model_type));
+        let limit = config.max_sequence_length();
+        let max_len = profile.data.max_len.unwrap_or(limit).min(limit);
+        let encoder = PairEncoder::new(&tokenizer, format.format(), config.type_vocab_size);
+        let device = &options.device;
+        let retrain_tasks = tasks_of(&split.retrain, profile, &encoder, max_len, device)?;
+        let test_tasks = tasks_of(&split.test, profile, &encoder, max_len, device)?;
+        let pairs: usize = retrain_tasks
+            .iter()
+            .chain(&test_tasks)
+            .map(ConvaiTask::pairs)
+            .sum();
+        let family = match config.model_type {
+            ModelType::Roberta => "RoBERTa",
+            ModelType::Bert => "BERT",
+        };
+        let notes = format!(
+            "Model `{}` ({family}); pair format `{}`; at most {max_len} tokens per pair ({} of {pairs} pairs cut); \
+             K = {} candidates per training example, all 20 at evaluation; retraining personas from the {} split.",
+            profile.model.source,
+            format.id(),
+            encoder.cut_pairs(),
+            profile.data.negatives + 1,
+            if data.train.is_some() {
+                "train"
+            } else {
+                "validation"
+            },
+        );
+        tracing::info!(
+            retrain_tasks = retrain_tasks.len(),
+            test_tasks = test_tasks.len(),
+            cut_pairs = encoder.cut_pairs(),
+            "ConvAI2 tasks tokenised in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Self {
+            units: plan_units(profile, 0..profile.seeds),
+            profile: profile.clone(),
+            options: options.clone(),
+            model_dir,
+            has_train_split: data.train.is_some(),
+            split,
+            retrain_tasks,
+            test_tasks,
+            notes,
+        })
+    }
+
+    fn in_range(&self, unit: &RetrainUnit) -> bool {
+        self.options
+            .seeds
+            .as_ref()
+            .is_none_or(|r| r.contains(&unit.seed))
+    }
+
+    /// Forward-token equivalents of a retraining run and of one fine-tuning per test task: the
+    /// weights of the progress bar and of the cost estimate. A token through forward and backward
+    /// counts as `train_cost`, an evaluated token as 1.
+    fn work(&self) -> (f64, Vec<f64>, Vec<f64>) {
+        let train_cost = self
+            .profile
+            .cost
+            .as_ref()
+            .map_or(4.0, |c| c.eval_tokens_per_s / c.train_tokens_per_s);
+        let epochs = self.profile.retrain.optim.epochs as f64;
+        let retrain: f64 = self
+            .retrain_tasks
+            .iter()
+            .map(|t| epochs * (train_cost * t.train_tokens() as f64 + t.eval_tokens() as f64))
+            .sum();
+        let ft_epochs = self.profile.finetune.optim.epochs as f64;
+        // LoRA fine-tuning back-propagates through the encoder; head fine-tuning does not.
+        let lora: Vec<f64> = self
+            .test_tasks
+            .iter()
+            .map(|t| {
+                ft_epochs * train_cost * t.train_tokens() as f64
+                    + (ft_epochs + 1.0) * t.eval_tokens() as f64
+            })
+            .collect();
+        let head: Vec<f64> = self
+            .test_tasks
+            .iter()
+            .map(|t| {
+                ft_epochs * t.train_tokens() as f64 + (ft_epochs + 1.0) * t.eval_tokens() as f64
+            })
+            .collect();
+        (retrain, lora, head)
+    }
+
+    /// Runs (total, done) and work (total, done) of this invocation's seeds, from the files in the
+    /// output directory.
+    pub fn progress_counts(&self) -> ((usize, usize), (f64, f64)) {
+        let (retrain_work, lora, head) = self.work();
+        let out = &self.options.out;
+        let (mut runs, mut done, mut work, mut work_done) = (0, 0, 0.0, 0.0);
+        for unit in self.units.iter().filter(|u| self.in_range(u)) {
+            runs += 1;
+            work += retrain_work;
+            if unit.retrain_dir(out).join("result.json").is_file() {
+                done += 1;
+                work_done += retrain_work;
+            }
+            for &(kind, rank) in &unit.finetunes {
+                let costs = if kind == FinetuneMethod::Lora {
+                    &lora
+                } else {
+                    &head
+                };
+                for (k, cost) in costs.iter().enumerate() {
+                    runs += 1;
+                    work += cost;
+                    if unit.finetune_file(out, rank, k).is_file() {
+                        done += 1;
+                        work_done += cost;
+                    }
+                }
+            }
+        }
+        ((runs, done), (work, work_done))
+    }
+
+    /// The whole-run progress bar: runs done / total, elapsed time and an estimate of the rest
+    /// (weighted by each run's tokens, so that long retrainings count for what they cost).
+    pub fn progress_bar(&self) -> ProgressBar {
+        let ((runs, done), (work, work_done)) = self.progress_counts();
+        let bar = self
+            .options
+            .progress
+            .add(ProgressBar::new(work.round() as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>28} [{bar:30}] {msg} {elapsed} (ETA {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("#>-"),
+        );
+        bar.set_prefix("ConvAI2 runs");
+        bar.set_position(work_done.round() as u64);
+        bar.reset_eta();
+        bar.set_message(format!("{done}/{runs} runs"));
+        bar
+    }
+
+    /// Updates `bar` from the files in the output directory.
+    pub fn update_progress(&self, bar: &ProgressBar) {
+        let ((runs, done), (_, work_done)) = self.progress_counts();
+        bar.set_position(work_done.round() as u64);
+        bar.set_message(format!("{done}/{runs} runs"));
+    }
+
+    /// The work of this invocation and, with the profile's measured rates, an estimate of its time.
+    pub fn plan_text(&self) -> String {
+        let mut text = String::new();
+        let units: Vec<&RetrainUnit> = self.units.iter().filter(|u| self.in_range(u)).collect();
+        let tasks = self.test_tasks.len();
+        let finetunes: usize = units.iter().map(|u| u.finetunes.len() * tasks).sum();
+        let _ = writeln!(text, "{}", self.notes);
+        if self.profile.data.require_train && !self.has_train_split {
+            let _ = writeln!(
+                text,
+                "warning: this profile retrains on the train split, which is missing: pass --data (the estimate below uses the validation personas)"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "{} retraining run(s) on {} personas ({} epochs each) and {finetunes} fine-tuning run(s) on {tasks} unseen personas ({} epochs each):",
+            units.len(),
+            self.retrain_tasks.len(),
+            self.profile.retrain.optim.epochs,
+            self.profile.finetune.optim.epochs
+        );
+        for unit in &units {
+            let fts: Vec<String> = unit
+                .finetunes
+                .iter()
+                .map(|&(k, r)| match k {
+                    FinetuneMethod::Lora => format!("lora r={r}"),
+                    FinetuneMethod::LastLayer => finetune_id(k).to_string(),
+                })
+                .collect();
+            let _ = writeln!(
+                text,
+                "  seed {} {}: then {} × {tasks} personas",
+                unit.seed,
+                unit.id,
+                fts.join(", ")
+            );
+        }
+        let train: usize = self
+            .retrain_tasks
+            .iter()
+            .map(ConvaiTask::train_tokens)
+            .sum();
+        let eval: usize = self.retrain_tasks.iter().map(ConvaiTask::eval_tokens).sum();
+        let ft_train: usize = self.test_tasks.iter().map(ConvaiTask::train_tokens).sum();
+        let ft_eval: usize = self.test_tasks.iter().map(ConvaiTask::eval_tokens).sum();
+        let _ = writeln!(
+            text,
+            "tokens per epoch (padded): retraining {train} trained + {eval} evaluated; fine-tuning, all unseen personas, {ft_train} trained + {ft_eval} evaluated"
+        );
+        let ((runs, done), (work, work_done)) = self.progress_counts();
+        match &self.profile.cost {
+            Some(cost) => {
+                let seconds = (work - work_done) / cost.eval_tokens_per_s;
+                let _ = writeln!(
+                    text,
+                    "estimated time: {:.1} h for the {} run(s) not done yet of {runs} (at {:.0} tokens/s trained, {:.0} evaluated; {})",
+                    seconds / 3600.0,
+                    runs - done,
+                    cost.train_tokens_per_s,
+                    cost.eval_tokens_per_s,
+                    cost.measured_on
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    text,
+                    "no time estimate: the profile has no [cost] section ({:.3e} forward-token equivalents left)",
+                    work - work_done
+                );
+            }
+        }
+        text
+    }
+
+    /// Runs (or resumes) this invocation's seeds, then collects every finished run in the output
+    /// directory.
+    pub fn run(&mut self) -> Result<Convai2RunSummary, ExperimentError> {
+        if self.profile.data.require_train && !self.has_train_split {
+            return Err(ExperimentError::InvalidOption(
+                "this profile retrains on the ConvAI2 train split: pass --data with \
+                 train_self_original.txt (or a directory holding it and valid_self_original.txt)"
+                    .into(),
+            ));
+        }
+        let overall = self.progress_bar();
+        let units: Vec<RetrainUnit> = self
+            .units
+            .iter()
+            .filter(|u| self.in_range(u))
+            .cloned()
+            .collect();
+        for unit in &units {
+            self.run_unit(unit, &overall)?;
+            self.update_progress(&overall);
+        }
+        overall.finish_and_clear();
+        self.collect()
+    }
+
+    fn run_unit(
+        &mut self,
+        unit: &RetrainUnit,
+        overall: &ProgressBar,
+    ) -> Result<(), ExperimentError> {
+        let options = &self.options;
+        let device = options.device.clone();
+        let profile = unit.profile(&self.profile);
+        let seed = unit.seed;
+        let method = unit.method;
+        let dir = unit.retrain_dir(&options.out);
+        reseed_tasks(&mut self.retrain_tasks, seed, "retrain");
+        let key = RetrainKey {
+            method,
+            retrain_rank: unit.retrain_rank,
+            seed,
+            candidates: profile.data.negatives + 1,
+        };
+        let record = retrain_one(
+            &profile,
+            options,
+            self.model_dir.as_deref(),
+            &self.retrain_tasks,
+            key,
+            &dir,
+        )?;
+        self.update_progress(overall);
+        if record.failure.is_some() {
+            return Ok(());
+        }
+        let prepared = seeded_prepared(
+            &profile,
+            self.model_dir.as_deref(),
+            method,
+            self.retrain_tasks.len(),
+            seed,
+            &device,
+        )?;
+        let best = dir.join("checkpoint/best.bpk");
+        let base = prepared
+            .try_load_file(&best)
+            .map(Module::train)
+            .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", best.display())))?;
+        reseed_tasks(&mut self.test_tasks, seed, "test");
+        for &(kind, rank) in &unit.finetunes {
+            for (k, task) in self.test_tasks.iter().enumerate() {
+                let file = unit.finetune_file(&options.out, rank, k);
+                if file.is_file() {
+                    continue;
+                }
+                // Keyed by the seed, the fine-tuning and the task, not the retraining method: both
+                // bases of a paired cell start from the same adapter and head initialisation.
+                device.seed(derive_seed(
+                    seed as u64,
+                    &[
+                        "finetune",
+                        finetune_id(kind),
+                        &rank.to_string(),
+                        &k.to_string(),
+                    ],
+                ));
+                let config = profile.finetune.config(rank);
+                let steps = config.optim.epochs * task.train_len();
+                let bar = bar(
+                    &options.progress,
+                    steps,
+                    format!(
+                        "{} seed {seed} {} r={rank} task {k}",
+                        unit.id,
+                        finetune_id(kind)
+                    ),
+                );
+                let t0 = Instant::now();
+                let outcome = finetune(&base, task, kind, &config, &device, || bar.inc(1));
+                bar.finish_and_clear();
+                let key = FinetuneKey {
+                    method,
+                    retrain_rank: unit.retrain_rank,
+                    finetune: kind,
+                    seed,
+                    rank,
+                    task: k,
+                    persona: self.split.test[k].id,
+                };
+                let record = match outcome {
+                    Ok(outcome) => {
+                        FinetuneRecord::finished(key, outcome, t0.elapsed().as_secs_f64())
+                    }
+                    Err(e @ MetaError::NonFiniteLoss { .. }) => {
+                        FinetuneRecord::failed(key, e.to_string())
+                    }
+                    Err(e) => return Err(meta(e)),
+                };
+                tracing::info!(
+                    method = unit.id.as_str(),
+                    seed,
+                    finetune = finetune_id(kind),
+                    rank,
+                    task = k,
+                    best = record.best,
+                    "fine-tuned"
+                );
+                write_json(&file, &record)?;
+                self.update_progress(overall);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every finished run of every seed in the output directory, in plan order (so that parts
+    /// run separately report exactly what one whole run does).
+    pub fn collect(&self) -> Result<Convai2RunSummary, ExperimentError> {
+        let out = &self.options.out;
+        let mut retrain = Vec::new();
+        let mut finetune = Vec::new();
+        let mut runs = (0, 0);
+        for unit in &self.units {
+            runs.0 += 1 + unit.finetunes.len() * self.test_tasks.len();
+            let result = unit.retrain_dir(out).join("result.json");
+            if !result.is_file() {
+                continue;
+            }
+            retrain.push(read_json::<RetrainRecord>(&result)?);
+            runs.1 += 1;
+            for &(_, rank) in &unit.finetunes {
+                for k in 0..self.test_tasks.len() {
+                    let file = unit.finetune_file(out, rank, k);
+                    if file.is_file() {
+                        finetune.push(read_json::<FinetuneRecord>(&file)?);
+                        runs.1 += 1;
+                    }
+                }
+            }
+        }
+        Ok(Convai2RunSummary {
+            retrain,
+            finetune,
+            test_personas: self.split.test.iter().map(|t| t.id).collect(),
+            runs,
+            notes: self.notes.clone(),
+        })
+    }
+}
+
+/// Runs (or resumes) a profile: [`Convai2Run::prepare`], then [`Convai2Run::run`].
 pub fn run_profile(
     profile: &Convai2Profile,
     options: &Convai2RunOptions,
 ) -> Result<Convai2RunSummary, ExperimentError> {
-    let started = Instant::now();
-    let device = options.device.clone();
-    let (model_dir, tokenizer_path) = model_source(profile, &options.workspace)?;
-    let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
-    let data = match &profile.data.path {
-        Some(path) => Convai2Data::load(path)?,
-        None => Convai2Data::load_default()?,
-    };
-    let split = build_split(&data, &profile.split)?;
-    let retrain_tasks = tasks_of(&split.retrain, profile, &tokenizer, "retrain", &device)?;
-    let test_tasks = tasks_of(&split.test, profile, &tokenizer, "test", &device)?;
-    tracing::info!(
-        retrain_tasks = retrain_tasks.len(),
-        test_tasks = test_tasks.len(),
-        "ConvAI2 tasks tokenised in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let mut retrain_records = Vec::new();
-    let mut finetune_records = Vec::new();
-    for seed in 0..profile.seeds {
-        for &method in &profile.methods {
-            let dir = options
-                .out
-                .join("retrain")
-                .join(method.id())
-                .join(format!("seed{seed}"));
-            let record = retrain_one(
-                profile,
-                options,
-                model_dir.as_deref(),
-                &retrain_tasks,
-                method,
-                seed,
-                &dir,
-            )?;
-            let failed = record.failure.is_some();
-            retrain_records.push(record);
-            if failed {
-                continue;
-            }
-            let prepared = seeded_prepared(
-                profile,
-                model_dir.as_deref(),
-                method,
-                retrain_tasks.len(),
-                seed,
-                &device,
-            )?;
-            let best = dir.join("checkpoint/best.bpk");
-            let base = prepared
-                .try_load_file(&best)
-                .map(Module::train)
-                .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", best.display())))?;
-            for rank in profile.finetune.effective_ranks() {
-                for (k, task) in test_tasks.iter().enumerate() {
-                    let file = options
-                        .out
-                        .join("finetune")
-                        .join(method.id())
-                        .join(format!("seed{seed}"))
-                        .join(format!("rank{rank}"))
-                        .join(format!("task{k}.json"));
-                    if let Ok(done) = read_json::<FinetuneRecord>(&file) {
-                        finetune_records.push(done);
-                        continue;
-                    }
-                    device.seed(derive_seed(
-                        seed as u64,
-                        &["finetune", method.id(), &rank.to_string(), &k.to_string()],
-                    ));
-                    let config = profile.finetune.config(rank);
-                    let steps = config.optim.epochs * task.train_len();
-                    let bar = bar(
-                        options.quiet,
-                        steps,
-                        format!("{} seed {seed} r={rank} task {k}", method.id()),
-                    );
-                    let t0 = Instant::now();
-                    let outcome = finetune(
-                        &base,
-                        task,
-                        profile.finetune.method,
-                        &config,
-                        &device,
-                        || bar.inc(1),
-                    );
-                    bar.finish_and_clear();
-                    let record = match outcome {
-                        Ok(outcome) => FinetuneRecord::finished(
-                            method,
-                            seed,
-                            rank,
-                            k,
-                            split.test[k].id,
-                            outcome,
-                            t0.elapsed().as_secs_f64(),
-                        ),
-                        Err(e @ MetaError::NonFiniteLoss { .. }) => FinetuneRecord::failed(
-                            method,
-                            seed,
-                            rank,
-                            k,
-                            split.test[k].id,
-                            e.to_string(),
-                        ),
-                        Err(e) => return Err(meta(e)),
-                    };
-                    tracing::info!(
-                        method = method.id(),
-                        seed,
-                        rank,
-                        task = k,
-                        best = record.best,
-                        "fine-tuned"
-                    );
-                    write_json(&file, &record)?;
-                    finetune_records.push(record);
-                }
-            }
-        }
-    }
-    Ok(Convai2RunSummary {
-        retrain: retrain_records,
-        finetune: finetune_records,
-        test_personas: split.test.iter().map(|t| t.id).collect(),
-    })
+    Convai2Run::prepare(profile, options)?.run()
 }
 
 /// The foundation model prepared for `method`, with the seed's initialisation of adapters and heads.
@@ -440,10 +895,10 @@ fn retrain_one(
     options: &Convai2RunOptions,
     model_dir: Option<&Path>,
     tasks: &[ConvaiTask],
-    method: RetrainMethod,
-    seed: usize,
+    key: RetrainKey,
     dir: &Path,
 ) -> Result<RetrainRecord, ExperimentError> {
+    let (method, seed) = (key.method, key.seed);
     let result_file = dir.join("result.json");
     if let Ok(done) = read_json::<RetrainRecord>(&result_file) {
         tracing::info!(
@@ -482,7 +937,7 @@ fn retrain_one(
     let mut checkpointer = Checkpointer {
         dir: dir.to_path_buf(),
         bar: bar(
-            options.quiet,
+            &options.progress,
             remaining,
             format!("retrain {} seed {seed}", method.id()),
         ),
@@ -504,16 +959,12 @@ fn retrain_one(
         return Err(e);
     }
     let record = match outcome {
-        Ok(outcome) => RetrainRecord::finished(
-            method,
-            seed,
-            &outcome,
-            trainable,
-            t0.elapsed().as_secs_f64(),
-        ),
+        Ok(outcome) => {
+            RetrainRecord::finished(key, &outcome, trainable, t0.elapsed().as_secs_f64())
+        }
         Err(e @ MetaError::NonFiniteLoss { .. }) => {
             tracing::error!(method = method.id(), seed, "retraining failed: {e}");
-            RetrainRecord::failed(method, seed, trainable, e.to_string())
+            RetrainRecord::failed(key, trainable, e.to_string())
         }
         Err(e) => return Err(meta(e)),
     };

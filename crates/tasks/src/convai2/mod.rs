@@ -67,6 +67,6 @@ pub use parser::{
 pub use split::{PersonaSplit, PersonaTask, SplitConfig, build_split, ranked_personas};
 pub use stats::{Convai2Stats, TaskStats, stats_for_path};
 pub use tokenized::{
-    CandidateSelection, EncodedExample, PairTokenizer, TokenizedBatch, encode_examples,
+    CandidateSelection, EncodedExample, EncodedPair, PairTokenizer, TokenizedBatch, encode_examples,
 };
 pub use writer::{episodes_to_string, write_episodes};

@@ -35,8 +35,36 @@ pub trait PairTokenizer {
             .collect()
     }
 
+    /// Token ids and segment (token type) ids of every candidate paired with the same context. The default gives
+    /// every token segment 0; override it for pair templates with segments (BERT's `[CLS] a [SEP] b [SEP]` with
+    /// types 0 then 1). Same contract as [`PairTokenizer::encode_pair`]; `type_ids` has the length of `ids`.
+    fn encode_candidates_typed(
+        &self,
+        context: &[String],
+        candidates: &[String],
+        max_len: usize,
+    ) -> Result<Vec<EncodedPair>, TasksError> {
+        Ok(self
+            .encode_candidates(context, candidates, max_len)?
+            .into_iter()
+            .map(|ids| EncodedPair {
+                type_ids: vec![0; ids.len()],
+                ids,
+            })
+            .collect())
+    }
+
     /// The padding id.
     fn pad_id(&self) -> u32;
+}
+
+/// One encoded (context, candidate) pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPair {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Segment (token type) id of every token.
+    pub type_ids: Vec<u32>,
 }
 
 /// An example after tokenisation: one id row per candidate. Encode once, then build batches from it every epoch.
@@ -48,6 +76,8 @@ pub struct EncodedExample {
     pub turn: usize,
     /// Token ids of each (context, candidate) pair, in candidate order.
     pub rows: Vec<Vec<u32>>,
+    /// Segment ids of each row (same lengths as `rows`); empty when every segment id is 0.
+    pub type_ids: Vec<Vec<u32>>,
     /// Index of the gold candidate.
     pub gold: usize,
 }
@@ -66,8 +96,22 @@ pub fn encode_examples<T: PairTokenizer + ?Sized>(
     examples
         .iter()
         .map(|example| {
-            let rows =
-                tokenizer.encode_candidates(&example.context, &example.candidates, max_len)?;
+            let pairs = tokenizer.encode_candidates_typed(
+                &example.context,
+                &example.candidates,
+                max_len,
+            )?;
+            if let Some(p) = pairs.iter().find(|p| p.type_ids.len() != p.ids.len()) {
+                return Err(TasksError::Tokenizer(format!(
+                    "{} ids but {} type ids",
+                    p.ids.len(),
+                    p.type_ids.len()
+                )));
+            }
+            let segmented = pairs.iter().flat_map(|p| &p.type_ids).any(|&t| t != 0);
+            let (rows, type_ids): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
+                pairs.into_iter().map(|p| (p.ids, p.type_ids)).unzip();
+            let type_ids = if segmented { type_ids } else { Vec::new() };
             if rows.len() != example.candidates.len() {
                 return Err(TasksError::Tokenizer(format!(
                     "{} rows for {} candidates",
@@ -85,6 +129,7 @@ pub fn encode_examples<T: PairTokenizer + ?Sized>(
                 episode: example.episode,
                 turn: example.turn,
                 rows,
+                type_ids,
                 gold: example.gold,
             })
         })
@@ -117,6 +162,8 @@ pub struct TokenizedBatch {
     pub ids: Vec<u32>,
     /// 1 for a real token, 0 for padding; same shape as `ids`.
     pub attention_mask: Vec<u32>,
+    /// Segment ids (padding 0), same shape as `ids`; `None` when every selected row is all segment 0.
+    pub type_ids: Option<Vec<u32>>,
     /// Length of every row: the longest encoded pair in the batch.
     pub seq_len: usize,
     /// Number of rows of each example.
@@ -145,7 +192,7 @@ impl TokenizedBatch {
         selection: CandidateSelection,
         pad_id: u32,
     ) -> Result<Self, TasksError> {
-        let mut chosen: Vec<&[u32]> = Vec::new();
+        let mut chosen: Vec<(&[u32], Option<&[u32]>)> = Vec::new();
         let mut candidates_per_example = Vec::new();
         let mut gold = Vec::new();
         for example in examples {
@@ -161,20 +208,33 @@ impl TokenizedBatch {
             let (rows, g) = select_rows(example, selection);
             candidates_per_example.push(rows.len());
             gold.push(g);
-            chosen.extend(rows.into_iter().map(|r| example.rows[r].as_slice()));
+            chosen.extend(rows.into_iter().map(|r| {
+                (
+                    example.rows[r].as_slice(),
+                    example.type_ids.get(r).map(Vec::as_slice),
+                )
+            }));
         }
-        let seq_len = chosen.iter().map(|r| r.len()).max().unwrap_or(0);
+        let seq_len = chosen.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(chosen.len() * seq_len);
         let mut attention_mask = Vec::with_capacity(chosen.len() * seq_len);
-        for row in chosen {
+        let segmented = chosen.iter().any(|(_, t)| t.is_some());
+        let mut type_ids = Vec::with_capacity(if segmented { ids.capacity() } else { 0 });
+        for (row, types) in chosen {
             ids.extend_from_slice(row);
             ids.resize(ids.len() + seq_len - row.len(), pad_id);
             attention_mask.resize(attention_mask.len() + row.len(), 1);
             attention_mask.resize(attention_mask.len() + seq_len - row.len(), 0);
+            if segmented {
+                let len = type_ids.len();
+                type_ids.extend_from_slice(types.unwrap_or_default());
+                type_ids.resize(len + seq_len, 0);
+            }
         }
         Ok(Self {
             ids,
             attention_mask,
+            type_ids: segmented.then_some(type_ids),
             seq_len,
             candidates_per_example,
             gold,
