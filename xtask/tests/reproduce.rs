@@ -108,9 +108,9 @@ fn smoke_reproduction_writes_the_full_report() {
     // The smoke profile reports next to its results and leaves the documented results alone.
     assert!(out.join("linear/report.md").is_file());
     assert!(out.join("convai2/smoke/table.md").is_file());
-    // 5 linear summaries; summary.csv: header + 2 methods × 2 test tasks; retrain.csv: header +
-    // 2 methods × 2 epochs.
-    assert_eq!(final_numbers(&out).len(), 5 + 5 + 5);
+    // 5 linear summaries; summary.csv: header + 2 methods × 2 test tasks × 2 seeds; retrain.csv:
+    // header + 2 methods × 2 epochs × 2 seeds.
+    assert_eq!(final_numbers(&out).len(), 5 + 9 + 9);
     std::fs::remove_dir_all(out).unwrap();
 }
 
@@ -177,7 +177,7 @@ fn bad_suite_profile_and_device_are_one_line_errors() {
         ),
         (
             &["reproduce", "--profile", "huge"][..],
-            "invalid value 'huge' for '--profile <PROFILE>' [possible values: quick, paper, smoke]",
+            "invalid value 'huge' for '--profile <PROFILE>' [possible values: quick, standard, paper, smoke]",
         ),
         (
             &["reproduce", "--device", "cuda"][..],

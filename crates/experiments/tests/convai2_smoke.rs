@@ -165,26 +165,31 @@ fn a_killed_run_resumes_to_the_same_numbers() {
     std::fs::remove_dir_all(reference).unwrap();
 }
 
+/// The smoke profile's seeds `range` into `out`.
+fn run_part(out: &Path, range: &str) -> Output {
+    adaptable()
+        .args([
+            "-q",
+            "convai2",
+            "run",
+            "--profile",
+            "smoke",
+            "--seed-range",
+            range,
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .expect("run adaptable")
+}
+
 #[test]
 fn parts_run_separately_merge_into_the_table_of_one_whole_run() {
     let whole = scratch("whole");
     assert!(run_smoke(&whole, "smoke").status.success());
     let parts = scratch("parts");
     for range in ["1..2", "0..1"] {
-        let result = adaptable()
-            .args([
-                "-q",
-                "convai2",
-                "run",
-                "--profile",
-                "smoke",
-                "--seed-range",
-                range,
-                "--out",
-            ])
-            .arg(&parts)
-            .output()
-            .expect("run adaptable");
+        let result = run_part(&parts, range);
         assert!(
             result.status.success(),
             "{}",
@@ -200,38 +205,11 @@ fn parts_run_separately_merge_into_the_table_of_one_whole_run() {
     }
     // After the first part alone the table says it is incomplete.
     let first = scratch("first");
-    let result = adaptable()
-        .args([
-            "-q",
-            "convai2",
-            "run",
-            "--profile",
-            "smoke",
-            "--seed-range",
-            "0..1",
-            "--out",
-        ])
-        .arg(&first)
-        .output()
-        .expect("run adaptable");
-    assert!(result.status.success());
+    assert!(run_part(&first, "0..1").status.success());
     let table = std::fs::read_to_string(first.join("table.md")).unwrap();
     assert!(table.contains("Incomplete: 6 of 12 runs done"), "{table}");
     // A range outside the profile's seeds is refused.
-    let result = adaptable()
-        .args([
-            "-q",
-            "convai2",
-            "run",
-            "--profile",
-            "smoke",
-            "--seed-range",
-            "1..3",
-            "--out",
-        ])
-        .arg(&first)
-        .output()
-        .expect("run adaptable");
+    let result = run_part(&first, "1..3");
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(
         !result.status.success() && stderr.contains("seed range 1..3"),

@@ -154,6 +154,25 @@ impl PairTokenizer for PairEncoder<'_> {
     }
 }
 
+/// Rows × padded length summed over batches; `rows` gives an example's rows in its batch, and the
+/// padded length is taken over all candidates of the batch's examples (an upper bound for sampled
+/// negatives).
+fn padded_tokens<'a>(
+    batches: impl Iterator<Item = &'a [&'a EncodedExample]>,
+    rows: impl Fn(&EncodedExample) -> usize,
+) -> usize {
+    batches
+        .map(|batch| {
+            let longest = batch
+                .iter()
+                .flat_map(|e| e.rows.iter().map(Vec::len))
+                .max()
+                .unwrap_or(0);
+            batch.iter().map(|e| rows(e)).sum::<usize>() * longest
+        })
+        .sum()
+}
+
 /// A batch for the cross-encoder: every row is a (context, candidate) pair.
 #[derive(Debug, Clone)]
 pub struct ConvaiBatch {
@@ -233,35 +252,20 @@ impl ConvaiTask {
     /// examples, so it is an upper bound): the unit of the cost model.
     pub fn train_tokens(&self) -> usize {
         let (order, _) = self.epoch_order(0);
-        let rows = self.batching.negatives + 1;
-        order
-            .chunks(self.batching.batch_size.max(1))
-            .map(|chunk| {
-                let rows = chunk.iter().map(|e| rows.min(e.rows.len())).sum::<usize>();
-                let longest = chunk
-                    .iter()
-                    .flat_map(|e| e.rows.iter().map(Vec::len))
-                    .max()
-                    .unwrap_or(0);
-                rows * longest
-            })
-            .sum()
+        let k = self.batching.negatives + 1;
+        padded_tokens(order.chunks(self.batching.batch_size.max(1)), |e| {
+            k.min(e.rows.len())
+        })
     }
 
     /// Padded tokens of one evaluation of the held-out examples (all candidates).
     pub fn eval_tokens(&self) -> usize {
-        self.heldout
+        let chunks: Vec<Vec<&EncodedExample>> = self
+            .heldout
             .chunks(self.batching.eval_batch_size.max(1))
-            .map(|chunk| {
-                let rows = chunk.iter().map(|e| e.rows.len()).sum::<usize>();
-                let longest = chunk
-                    .iter()
-                    .flat_map(|e| e.rows.iter().map(Vec::len))
-                    .max()
-                    .unwrap_or(0);
-                rows * longest
-            })
-            .sum()
+            .map(|c| c.iter().collect())
+            .collect();
+        padded_tokens(chunks.iter().map(Vec::as_slice), |e| e.rows.len())
     }
 
     /// Training examples.

@@ -317,15 +317,18 @@ pub fn write_csvs(dir: &Path, summary: &Convai2RunSummary) -> Result<(), Experim
     let mut csv = format!("{SUMMARY_HEADER}\n");
     let mut epochs = format!("{FINETUNE_EPOCHS_HEADER}\n");
     for r in &summary.finetune {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{:.1},{}",
+        let run = format!(
+            "{},{},{},{},{},{}",
             r.method.id(),
             r.retrain_rank,
             finetune_id(r.finetune),
             r.rank,
             r.seed,
-            r.task,
+            r.task
+        );
+        let _ = writeln!(
+            csv,
+            "{run},{},{},{},{},{},{:.1},{}",
             r.persona,
             r.initial,
             r.last,
@@ -340,16 +343,7 @@ pub fn write_csvs(dir: &Path, summary: &Convai2RunSummary) -> Result<(), Experim
                 .and_then(|e| r.train_loss.get(e))
                 .map(f64::to_string)
                 .unwrap_or_default();
-            let _ = writeln!(
-                epochs,
-                "{},{},{},{},{},{},{epoch},{accuracy},{loss}",
-                r.method.id(),
-                r.retrain_rank,
-                finetune_id(r.finetune),
-                r.rank,
-                r.seed,
-                r.task,
-            );
+            let _ = writeln!(epochs, "{run},{epoch},{accuracy},{loss}");
         }
     }
     write_atomic(&dir.join("summary.csv"), csv.as_bytes())?;

@@ -91,37 +91,75 @@ fn meta(e: MetaError) -> ExperimentError {
     ExperimentError::Meta(e)
 }
 
-/// The model directory and tokenizer for the profile's model source.
+/// Where the profile's model comes from.
+struct ModelSource {
+    /// The directory with the weights (absent for `random-tiny`).
+    dir: Option<PathBuf>,
+    /// The tokenizer file.
+    tokenizer: PathBuf,
+    /// The encoder's configuration.
+    config: EncoderConfig,
+    /// Why the weights cannot be loaded, when they are missing: planning works without them (from the
+    /// shipped tokenizer and the built-in configuration), running does not.
+    missing: Option<String>,
+}
+
+/// The model directory, tokenizer and configuration of the profile's model source.
 fn model_source(
     profile: &Convai2Profile,
     workspace: &Path,
-) -> Result<(Option<PathBuf>, PathBuf), ExperimentError> {
+) -> Result<ModelSource, ExperimentError> {
     let source = profile.model.source.as_str();
     if source == "random-tiny" {
-        return Ok((
-            None,
-            workspace.join("datasets/roberta-tokenizer/tokenizer.json"),
-        ));
+        return Ok(ModelSource {
+            dir: None,
+            tokenizer: workspace.join("datasets/roberta-tokenizer/tokenizer.json"),
+            config: tiny_config(),
+            missing: None,
+        });
     }
     let dir = match source {
         "minilm" | "roberta-base" => adaptable_models::default_models_dir().join(source),
         path => PathBuf::from(path),
     };
-    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-        if !dir.join(file).is_file() {
-            let hint = if matches!(source, "minilm" | "roberta-base") {
-                format!("run `cargo xtask fetch-model {source}`")
-            } else {
-                "point `model.source` at a directory with config.json, model.safetensors and tokenizer.json".into()
-            };
-            return Err(ExperimentError::InvalidOption(format!(
-                "model `{source}`: {} is missing; {hint}",
-                dir.join(file).display()
+    let absent = ["config.json", "model.safetensors", "tokenizer.json"]
+        .into_iter()
+        .find(|file| !dir.join(file).is_file());
+    let Some(file) = absent else {
+        return Ok(ModelSource {
+            config: EncoderConfig::from_hf_file(dir.join("config.json"))?,
+            tokenizer: dir.join("tokenizer.json"),
+            dir: Some(dir),
+            missing: None,
+        });
+    };
+    let missing = |hint: &str| {
+        format!(
+            "model `{source}`: {} is missing; {hint}",
+            dir.join(file).display()
+        )
+    };
+    let (shipped, config) = match source {
+        "minilm" => (
+            "datasets/minilm-tokenizer/tokenizer.json",
+            EncoderConfig::minilm_l6(),
+        ),
+        "roberta-base" => (
+            "datasets/roberta-tokenizer/tokenizer.json",
+            EncoderConfig::roberta_base(),
+        ),
+        _ => {
+            return Err(ExperimentError::InvalidOption(missing(
+                "point `model.source` at a directory with config.json, model.safetensors and tokenizer.json",
             )));
         }
-    }
-    let tokenizer = dir.join("tokenizer.json");
-    Ok((Some(dir), tokenizer))
+    };
+    Ok(ModelSource {
+        tokenizer: workspace.join(shipped),
+        config,
+        missing: Some(missing(&format!("run `cargo xtask fetch-model {source}`"))),
+        dir: Some(dir),
+    })
 }
 
 /// The small random RoBERTa of the `random-tiny` source.
@@ -133,14 +171,6 @@ fn tiny_config() -> EncoderConfig {
     config.intermediate_size = 64;
     config.max_position_embeddings = 130;
     config
-}
-
-/// The encoder configuration of the model source.
-fn model_config(dir: Option<&Path>) -> Result<EncoderConfig, ExperimentError> {
-    match dir {
-        Some(dir) => Ok(EncoderConfig::from_hf_file(dir.join("config.json"))?),
-        None => Ok(tiny_config()),
-    }
 }
 
 /// A fresh classifier with the foundation model's weights (one shared head, no adapters).
@@ -443,6 +473,7 @@ pub struct Convai2Run {
     profile: Convai2Profile,
     options: Convai2RunOptions,
     model_dir: Option<PathBuf>,
+    missing_weights: Option<String>,
     split: PersonaSplit,
     has_train_split: bool,
     retrain_tasks: Vec<ConvaiTask>,
@@ -466,9 +497,13 @@ impl Convai2Run {
                 seeds.start, seeds.end, profile.seeds
             )));
         }
-        let (model_dir, tokenizer_path) = model_source(profile, &options.workspace)?;
-        let config = model_config(model_dir.as_deref())?;
-        let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+        let ModelSource {
+            dir: model_dir,
+            tokenizer,
+            config,
+            missing,
+        } = model_source(profile, &options.workspace)?;
+        let tokenizer = TextTokenizer::from_file(&tokenizer)?;
         let data = load_data(profile.data.path.as_deref())?;
         let split = build_split(&data, &profile.split)?;
         let format = profile
@@ -515,6 +550,7 @@ impl Convai2Run {
             profile: profile.clone(),
             options: options.clone(),
             model_dir,
+            missing_weights: missing,
             has_train_split: data.train.is_some(),
             split,
             retrain_tasks,
@@ -631,6 +667,9 @@ impl Convai2Run {
         let tasks = self.test_tasks.len();
         let finetunes: usize = units.iter().map(|u| u.finetunes.len() * tasks).sum();
         let _ = writeln!(text, "{}", self.notes);
+        if let Some(missing) = &self.missing_weights {
+            let _ = writeln!(text, "note: {missing} (needed to run, not to plan)");
+        }
         if self.profile.data.require_train && !self.has_train_split {
             let _ = writeln!(
                 text,
@@ -702,6 +741,9 @@ impl Convai2Run {
     /// Runs (or resumes) this invocation's seeds, then collects every finished run in the output
     /// directory.
     pub fn run(&mut self) -> Result<Convai2RunSummary, ExperimentError> {
+        if let Some(missing) = &self.missing_weights {
+            return Err(ExperimentError::InvalidOption(missing.clone()));
+        }
         if self.profile.data.require_train && !self.has_train_split {
             return Err(ExperimentError::InvalidOption(
                 "this profile retrains on the ConvAI2 train split: pass --data with \
