@@ -22,7 +22,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::{Matrix, TasksError, linear::gaussian_matrix};
+use crate::{
+    Matrix, TasksError,
+    linear::{gaussian_matrix, validate_sizes},
+};
 
 /// Parameters of the shallow task family. Defaults are the authors' (d=10, T=3, N=1000, n=100,
 /// k=1, σ=0.1).
@@ -59,21 +62,16 @@ impl Default for ShallowTaskConfig {
 impl ShallowTaskConfig {
     /// Checks that every size is positive and the noise level is a finite non-negative number.
     pub fn validate(&self) -> Result<(), TasksError> {
-        for (name, value) in [
-            ("dim", self.dim),
-            ("tasks", self.tasks),
-            ("retrain_samples", self.retrain_samples),
-            ("finetune_samples", self.finetune_samples),
-            ("rank", self.rank),
-        ] {
-            if value == 0 {
-                return Err(TasksError::NonPositive { name, value });
-            }
-        }
-        if !self.noise_std.is_finite() || self.noise_std < 0.0 {
-            return Err(TasksError::InvalidNoise(self.noise_std));
-        }
-        Ok(())
+        validate_sizes(
+            &[
+                ("dim", self.dim),
+                ("tasks", self.tasks),
+                ("retrain_samples", self.retrain_samples),
+                ("finetune_samples", self.finetune_samples),
+                ("rank", self.rank),
+            ],
+            self.noise_std,
+        )
     }
 }
 

@@ -9,9 +9,8 @@
 //!
 //! One pass over the samples does all of it with every intermediate in registers or L1, in blocks
 //! of [`LANES`] samples that the compiler vectorises (AVX-512 or AVX2, picked at run time through
-//! pulp). Writing it with tensor operations instead streams several `[problems, d, n]` tensors
-//! through memory per epoch, which made the 40 000-epoch protocol many times slower (measured,
-//! docs/results/shallow.md).
+//! pulp). Written with tensor operations instead, each epoch would stream several
+//! `[problems, d, n]` intermediates through memory, for 40 000 epochs.
 
 use adaptable_tasks::shallow::ShallowSample;
 
