@@ -1,6 +1,6 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
-//! - `reproduce [linear|convai2|all]`: run the paper's experiments and write the reports;
+//! - `reproduce [linear|convai2|shallow|all]`: run the paper's experiments and write the reports;
 //! - `fetch-model <minilm|roberta-base>`: place pretrained weights where the project finds them;
 //! - `bench encoder`: encoder throughput against PyTorch.
 

@@ -49,6 +49,8 @@ pub enum Suite {
     Linear,
     /// The ConvAI2 language experiment (paper Table 1).
     Convai2,
+    /// The shallow-network suite (paper v2 §6.2).
+    Shallow,
     /// Every suite.
     All,
 }
@@ -125,7 +127,7 @@ pub struct ReproduceArgs {
 pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError> {
     let started = Instant::now();
     let suites = match args.suite {
-        Suite::All => vec![Suite::Linear, Suite::Convai2],
+        Suite::All => vec![Suite::Linear, Suite::Shallow, Suite::Convai2],
         one => vec![one],
     };
     println!(
@@ -138,6 +140,15 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
             Suite::Linear => println!(
                 "  linear   5 sweeps × 3 values × {} run(s), SR vs LoRA-ML (under a minute on 2 CPU cores)",
                 linear_runs(args).unwrap_or(5)
+            ),
+            Suite::Shallow => println!(
+                "  shallow  2 sweeps (d: 3 values, T: 4 values) × {} trial(s), SR vs LoRA-ML{}",
+                shallow_trials(args).unwrap_or(10),
+                if args.profile == Profile::Smoke {
+                    ", cut-down epochs (seconds)"
+                } else {
+                    ", the authors' full protocol (a few minutes on 2 CPU cores)"
+                }
             ),
             _ => println!(
                 "  convai2  {:?} profile: retrain SR and LoRA-ML on persona tasks, LoRA fine-tuning on unseen personas ({})",
@@ -168,6 +179,7 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
         let t0 = Instant::now();
         let (name, file) = match suite {
             Suite::Linear => ("linear", run_linear(root, &binary, args)?),
+            Suite::Shallow => ("shallow", run_shallow(root, &binary, args)?),
             _ => ("convai2", run_convai2(root, &binary, args)?),
         };
         parts.push((name, file, t0.elapsed().as_secs_f64()));
@@ -204,6 +216,7 @@ fn write_report(
         match args.suite {
             Suite::Linear => "linear",
             Suite::Convai2 => "convai2",
+            Suite::Shallow => "shallow",
             Suite::All => "all",
         },
         format!("{:?}", args.profile).to_lowercase(),
@@ -329,6 +342,53 @@ fn run_linear(root: &Path, binary: &Path, args: &ReproduceArgs) -> Result<PathBu
 /// the smoke profile, which keeps the full sweep structure.
 fn linear_runs(args: &ReproduceArgs) -> Option<usize> {
     args.seeds.or((args.profile == Profile::Smoke).then_some(1))
+}
+
+fn run_shallow(
+    root: &Path,
+    binary: &Path,
+    args: &ReproduceArgs,
+) -> Result<PathBuf, ReproduceError> {
+    let out = args.out.join("shallow");
+    // Quick and paper are both the full protocol; the documented run is the quick one.
+    let report = if args.profile == Profile::Quick && args.seeds.is_none() {
+        root.join("docs/results/shallow.md")
+    } else {
+        out.join("report.md")
+    };
+    let mut cmd = Command::new(binary);
+    cmd.current_dir(root)
+        .env("ADAPTABLE_COMMAND", "cargo xtask reproduce shallow")
+        .args(["shallow", "--sweep", "all", "--device", args.device.name()])
+        .arg("--out")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report);
+    if let Some(trials) = shallow_trials(args) {
+        cmd.args(["--trials", &trials.to_string()]);
+    }
+    if args.profile == Profile::Smoke {
+        // The full sweep structure with a fraction of the epochs and samples.
+        cmd.args([
+            "--retrain-epochs",
+            "300",
+            "--finetune-epochs",
+            "200",
+            "--retrain-samples",
+            "200",
+        ]);
+    }
+    if args.fresh {
+        cmd.arg("--fresh");
+    }
+    run(&mut cmd)?;
+    Ok(report)
+}
+
+/// Trials per value of the shallow sweeps when not the suite's own (10): `--seeds`, or two for
+/// the smoke profile.
+fn shallow_trials(args: &ReproduceArgs) -> Option<usize> {
+    args.seeds.or((args.profile == Profile::Smoke).then_some(2))
 }
 
 /// The ConvAI2 profile name of a reproduction profile.

@@ -9,5 +9,6 @@ pub mod io;
 pub mod linear;
 pub mod plot;
 pub mod seed;
+pub mod shallow;
 
 pub use error::ExperimentError;

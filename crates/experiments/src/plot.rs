@@ -1,4 +1,4 @@
-//! Figures: log-scale fine-tuning curves with min–max bands, as SVG or PNG.
+//! Figures: log-scale fine-tuning curves with bands (min–max, or a central range), as SVG or PNG.
 
 use std::{path::Path, sync::Once};
 
@@ -134,23 +134,105 @@ fn render(path: &Path, figure: &impl Figure) -> Result<(), ExperimentError> {
     })
 }
 
+/// One curve with a shaded band, for log-scale figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BandCurve {
+    /// Legend text.
+    pub label: String,
+    /// Index into the palette (one colour per swept value).
+    pub colour: usize,
+    /// Drawn dashed (baselines), otherwise solid.
+    pub dashed: bool,
+    /// `(x, centre, low, high)` in order of `x`.
+    pub points: Vec<(usize, f64, f64, f64)>,
+}
+
+/// Draws curves with bands on a log-scale y axis to `path` (`.svg` or `.png`), atomically.
+pub fn draw_band_figure(
+    path: &Path,
+    title: &str,
+    labels: (&str, &str),
+    curves: &[BandCurve],
+) -> Result<(), ExperimentError> {
+    render(
+        path,
+        &BandFigure {
+            title,
+            labels,
+            curves,
+        },
+    )
+}
+
+struct BandFigure<'a> {
+    title: &'a str,
+    labels: (&'a str, &'a str),
+    curves: &'a [BandCurve],
+}
+
+impl Figure for BandFigure<'_> {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw_bands(root, self.title, self.labels, self.curves)
+    }
+}
+
+/// The linear suite's figure: one colour per swept value, the mean with a min–max band, SR dashed.
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     result: &SweepResult,
 ) -> Result<(), String> {
+    let rows = &result.curves;
+    let mut values: Vec<f64> = rows.iter().map(|r| r.value).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    let sweep = result.sweep;
+    let mut curves = Vec::new();
+    for (i, &value) in values.iter().enumerate() {
+        for method in Method::ALL {
+            let curve: Vec<&CurveRow> = rows
+                .iter()
+                .filter(|r| r.value == value && r.method == method)
+                .collect();
+            curves.push(BandCurve {
+                label: format!("{}={}, {}", sweep.symbol(), value, method.label()),
+                colour: i,
+                dashed: method == Method::Standard,
+                points: curve
+                    .iter()
+                    .map(|r| (r.iteration, r.mean, r.min, r.max))
+                    .collect(),
+            });
+        }
+    }
+    draw_bands(
+        root,
+        &format!(
+            "Fine-tuning on an unseen task, varying {}",
+            sweep.description()
+        ),
+        ("Iteration", "Test Task Loss"),
+        &curves,
+    )
+}
+
+fn draw_bands<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    curves: &[BandCurve],
+) -> Result<(), String> {
     let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
     root.fill(&WHITE).map_err(e)?;
     let positive = |v: f64| v.is_finite() && v > 0.0;
-    let rows = &result.curves;
-    let max_iter = rows.iter().map(|r| r.iteration).max().unwrap_or(1).max(1);
-    let lo = rows
-        .iter()
-        .map(|r| r.min)
+    let points = curves.iter().flat_map(|c| c.points.iter());
+    let max_x = points.clone().map(|p| p.0).max().unwrap_or(1).max(1);
+    let lo = points
+        .clone()
+        .map(|p| p.2)
         .filter(|&v| positive(v))
         .fold(f64::INFINITY, f64::min);
-    let hi = rows
-        .iter()
-        .map(|r| r.max)
+    let hi = points
+        .map(|p| p.3)
         .filter(|&v| positive(v))
         .fold(f64::NEG_INFINITY, f64::max);
     let (lo, hi) = if lo.is_finite() && hi.is_finite() {
@@ -158,79 +240,54 @@ fn draw<DB: DrawingBackend>(
     } else {
         (1e-6, 1.0)
     };
-    let sweep = result.sweep;
     let mut chart = ChartBuilder::on(root)
-        .caption(
-            format!(
-                "Fine-tuning on an unseen task, varying {}",
-                sweep.description()
-            ),
-            ("sans-serif", 22),
-        )
+        .caption(title, ("sans-serif", 22))
         .margin(12)
         .margin_right(30)
         .x_label_area_size(45)
         .y_label_area_size(75)
-        .build_cartesian_2d(0..max_iter, (lo..hi).log_scale())
+        .build_cartesian_2d(0..max_x, (lo..hi).log_scale())
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc("Iteration")
-        .y_desc("Test Task Loss")
+        .x_desc(x_label)
+        .y_desc(y_label)
         .label_style(("sans-serif", 15))
         .y_label_formatter(&|v| format!("{v:.0e}"))
         .draw()
         .map_err(e)?;
-
-    let mut values: Vec<f64> = rows.iter().map(|r| r.value).collect();
-    values.sort_by(f64::total_cmp);
-    values.dedup();
-    for (i, &value) in values.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
-        for method in Method::ALL {
-            let curve: Vec<&CurveRow> = rows
-                .iter()
-                .filter(|r| r.value == value && r.method == method)
-                .collect();
-            let band: Vec<(usize, f64)> = curve
-                .iter()
-                .map(|r| (r.iteration, r.max.max(lo)))
-                .chain(curve.iter().rev().map(|r| (r.iteration, r.min.max(lo))))
-                .collect();
+    for curve in curves {
+        let colour = PALETTE[curve.colour % PALETTE.len()];
+        let band: Vec<(usize, f64)> = curve
+            .points
+            .iter()
+            .map(|p| (p.0, p.3.max(lo)))
+            .chain(curve.points.iter().rev().map(|p| (p.0, p.2.max(lo))))
+            .collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(
+                band,
+                colour.mix(0.15).filled(),
+            )))
+            .map_err(e)?;
+        let centre = curve.points.iter().map(|p| (p.0, p.1.max(lo)));
+        let style = colour.stroke_width(2);
+        if curve.dashed {
             chart
-                .draw_series(std::iter::once(Polygon::new(
-                    band,
-                    colour.mix(0.15).filled(),
-                )))
-                .map_err(e)?;
-            let mean = curve.iter().map(|r| (r.iteration, r.mean.max(lo)));
-            let label = format!("{}={}, {}", sweep.symbol(), value, method.label());
-            let style = colour.stroke_width(2);
-            match method {
-                Method::LoraMl => {
-                    chart
-                        .draw_series(LineSeries::new(mean, style))
-                        .map_err(e)?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
-                        });
-                }
-                Method::Standard => {
-                    chart
-                        .draw_series(DashedLineSeries::new(mean, 10, 6, style))
-                        .map_err(e)?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            DashedPathElement::new(
-                                vec![(x, y), (x + 24, y)],
-                                6,
-                                4,
-                                colour.stroke_width(2),
-                            )
-                        });
-                }
-            }
+                .draw_series(DashedLineSeries::new(centre, 10, 6, style))
+                .map_err(e)?
+                .label(curve.label.clone())
+                .legend(move |(x, y)| {
+                    DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, colour.stroke_width(2))
+                });
+        } else {
+            chart
+                .draw_series(LineSeries::new(centre, style))
+                .map_err(e)?
+                .label(curve.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
+                });
         }
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight)

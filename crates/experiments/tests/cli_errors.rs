@@ -172,3 +172,37 @@ fn usage_errors_are_one_line_with_exit_code_two() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--runs"));
 }
+
+#[test]
+fn shallow_rejects_unknown_sweeps_zero_trials_and_zero_sizes() {
+    let dir = scratch("shallow");
+    let out = dir.to_str().unwrap();
+    for (args, needle) in [
+        (&["--sweep", "q"][..], "unknown sweep `q`"),
+        (
+            &["--sweep", "N"][..],
+            "the shallow suite sweeps d or T, not N",
+        ),
+        (&["--trials", "0"][..], "--trials must be at least 1"),
+        (
+            &["--sweep", "d", "--values", "5,0"][..],
+            "value 0 is not a positive size",
+        ),
+        (&["--retrain-epochs", "0"][..], "must be at least 1"),
+        (
+            &["--retrain-samples", "0"][..],
+            "`retrain_samples` must be at least 1",
+        ),
+        (&["--values", "3"][..], "--values needs a single --sweep"),
+    ] {
+        let mut argv = vec!["-q", "shallow", "--out", out];
+        argv.extend_from_slice(args);
+        assert_one_line_error(&adaptable(&argv), needle);
+    }
+    // Negative sizes are usage errors: one line, exit code 2.
+    let negative = adaptable(&["shallow", "--trials", "-3", "--out", out]);
+    let stderr = String::from_utf8_lossy(&negative.stderr);
+    assert_eq!(negative.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!dir.join("d").exists() && !dir.join("T").exists());
+}

@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod adamw;
 mod error;
 pub mod finetune;
 pub mod linear;
 mod model;
 pub mod retrain;
 mod schedule;
+pub mod shallow;
 
+pub use adamw::{AdamW, AdamWConfig};
 pub use error::MetaError;
 pub use model::{MetaModel, TaskData, TaskSlot, count_trainable};
 pub use schedule::{LinearWarmupDecay, OptimizerSchedule};

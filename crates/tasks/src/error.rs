@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum TasksError {
     /// A task-family parameter that must be positive is zero.
-    #[error("invalid linear task configuration: `{name}` must be at least 1, got {value}")]
+    #[error("invalid task configuration: `{name}` must be at least 1, got {value}")]
     NonPositive {
         /// The parameter's name as it appears in configs.
         name: &'static str,
@@ -14,7 +14,7 @@ pub enum TasksError {
         value: usize,
     },
     /// A noise level that is negative or not finite.
-    #[error("invalid linear task configuration: `noise_std` must be finite and >= 0, got {0}")]
+    #[error("invalid task configuration: `noise_std` must be finite and >= 0, got {0}")]
     InvalidNoise(f64),
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]

@@ -72,21 +72,16 @@ impl Default for LinearTaskConfig {
 impl LinearTaskConfig {
     /// Checks that every size is positive and the noise level is a finite non-negative number.
     pub fn validate(&self) -> Result<(), TasksError> {
-        for (name, value) in [
-            ("dim", self.dim),
-            ("tasks", self.tasks),
-            ("retrain_samples", self.retrain_samples),
-            ("finetune_samples", self.finetune_samples),
-            ("rank", self.rank),
-        ] {
-            if value == 0 {
-                return Err(TasksError::NonPositive { name, value });
-            }
-        }
-        if !self.noise_std.is_finite() || self.noise_std < 0.0 {
-            return Err(TasksError::InvalidNoise(self.noise_std));
-        }
-        Ok(())
+        validate_sizes(
+            &[
+                ("dim", self.dim),
+                ("tasks", self.tasks),
+                ("retrain_samples", self.retrain_samples),
+                ("finetune_samples", self.finetune_samples),
+                ("rank", self.rank),
+            ],
+            self.noise_std,
+        )
     }
 
     /// Whether the task subspaces can be linearly independent (`k(T+1) ≤ d`), the assumption of the
@@ -235,6 +230,18 @@ pub struct SufficientStatistics {
     pub syy: f64,
     /// The sample size, or `None` for population statistics.
     pub samples: Option<usize>,
+}
+
+/// Checks that every named size is positive and `noise_std` is a finite non-negative number (the
+/// validation shared by the synthetic task families).
+pub fn validate_sizes(sizes: &[(&'static str, usize)], noise_std: f64) -> Result<(), TasksError> {
+    if let Some(&(name, value)) = sizes.iter().find(|(_, v)| *v == 0) {
+        return Err(TasksError::NonPositive { name, value });
+    }
+    if !noise_std.is_finite() || noise_std < 0.0 {
+        return Err(TasksError::InvalidNoise(noise_std));
+    }
+    Ok(())
 }
 
 /// A `rows × cols` matrix of i.i.d. `N(0, std²)` entries.

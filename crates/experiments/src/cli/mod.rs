@@ -4,6 +4,7 @@ mod adapters;
 mod convai2;
 mod embed;
 mod linear;
+mod shallow;
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +14,7 @@ pub use convai2::{
 };
 pub use embed::{EmbedArgs, run_embed};
 pub use linear::{LinearArgs, run_linear};
+pub use shallow::{ShallowArgs, run_shallow, shallow_config};
 
 use crate::ExperimentError;
 
@@ -36,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run sweeps of the linear theory suite (paper Figure 1) and write curves, summaries and figures.
     Linear(LinearArgs),
+    /// Run the shallow-network suite (paper v2 §6.2): sweeps of d and T, SR vs LoRA-ML.
+    Shallow(ShallowArgs),
     /// PEFT-format LoRA adapters: inspect, export, export-base, import.
     #[command(subcommand)]
     Adapters(AdaptersCommand),
@@ -68,6 +72,7 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
 pub fn run(cli: Cli) -> Result<(), ExperimentError> {
     match cli.command {
         Command::Linear(args) => run_linear(&args, cli.quiet),
+        Command::Shallow(args) => run_shallow(&args, cli.quiet),
         Command::Convai2(command) => run_convai2(&command, cli.quiet),
         Command::Embed(args) => run_embed(&args),
         Command::Adapters(command) => run_adapters(&command),
