@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 mod error;
 pub mod finetune;
 pub mod linear;
