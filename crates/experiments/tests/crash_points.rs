@@ -18,6 +18,16 @@ fn adaptable() -> Command {
     cmd
 }
 
+/// Runs `adaptable <args> --out <out>`, with the fault set at write `fault` when given.
+fn run_with_fault(args: &[&str], out: &Path, fault: Option<usize>) -> Output {
+    let mut cmd = adaptable();
+    cmd.args(args).arg("--out").arg(out);
+    if let Some(n) = fault {
+        cmd.env(FAULT, n.to_string());
+    }
+    cmd.output().expect("run adaptable")
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("adaptable-crash-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -121,24 +131,16 @@ fn crash_at_every_write(
 fn a_crash_at_any_write_of_a_convai2_run_resumes_to_the_same_csvs() {
     // One method in one process (no workers): two retraining epochs, two fine-tuning runs, the
     // report files.
-    let run = |out: &Path, fault: Option<usize>| {
-        let mut cmd = adaptable();
-        cmd.args([
-            "-q",
-            "convai2",
-            "run",
-            "--profile",
-            "smoke",
-            "--methods",
-            "lora-ml",
-            "--out",
-        ])
-        .arg(out);
-        if let Some(n) = fault {
-            cmd.env(FAULT, n.to_string());
-        }
-        cmd.output().expect("run adaptable")
-    };
+    let args = [
+        "-q",
+        "convai2",
+        "run",
+        "--profile",
+        "smoke",
+        "--methods",
+        "lora-ml",
+    ];
+    let run = |out: &Path, fault: Option<usize>| run_with_fault(&args, out, fault);
     let outputs = |out: &Path| {
         vec![
             without_seconds(&out.join("summary.csv")),
@@ -173,15 +175,10 @@ fn a_crash_at_any_write_of_a_convai2_run_resumes_to_the_same_csvs() {
 fn a_crash_at_any_write_of_a_linear_sweep_resumes_to_the_same_summary() {
     let run_with = |seed: &'static str| {
         move |out: &Path, fault: Option<usize>| {
-            let mut cmd = adaptable();
-            cmd.args([
-                "-q", "linear", "--sweep", "d", "--runs", "1", "--seed", seed, "--out",
-            ])
-            .arg(out);
-            if let Some(n) = fault {
-                cmd.env(FAULT, n.to_string());
-            }
-            cmd.output().expect("run adaptable")
+            let args = [
+                "-q", "linear", "--sweep", "d", "--runs", "1", "--seed", seed,
+            ];
+            run_with_fault(&args, out, fault)
         }
     };
     let outputs = |out: &Path| {
