@@ -139,7 +139,7 @@ fn a_killed_reproduction_resumes_to_the_same_numbers() {
         .expect("start xtask");
     let group = child.id();
     // Stop everything once the linear suite is done and ConvAI2 has checkpointed its first epoch.
-    let marker = out.join("convai2/smoke/retrain/sr/seed0/checkpoint/state.json");
+    let marker = out.join("convai2/smoke/retrain/sr/seed0/checkpoint/epoch-0001");
     let started = Instant::now();
     while !marker.exists() && started.elapsed() < Duration::from_secs(300) {
         std::thread::sleep(Duration::from_millis(5));

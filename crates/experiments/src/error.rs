@@ -65,9 +65,16 @@ pub enum ExperimentError {
         /// The first failure's message.
         first: String,
     },
-    /// A checkpoint that cannot be written or read back.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
+    /// A finished retraining run whose checkpoint (the model fine-tuning starts from) is gone.
+    #[error(
+        "{checkpoint}: no checkpoint of a finished retraining run; delete {result} to retrain it"
+    )]
+    MissingCheckpoint {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The run's result record.
+        result: PathBuf,
+    },
     /// The encoder, its weights or its tokenizer.
     #[error(transparent)]
     Models(#[from] adaptable_models::ModelsError),

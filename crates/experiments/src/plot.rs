@@ -128,10 +128,7 @@ fn render(path: &Path, figure: &impl Figure) -> Result<(), ExperimentError> {
         }
         other => return Err(plot_err(format!("unsupported figure format `{other}`"))),
     }
-    std::fs::rename(&tmp, path).map_err(|source| ExperimentError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::io::commit_temp(&tmp, path)
 }
 
 /// One curve with a shaded band, for log-scale figures.

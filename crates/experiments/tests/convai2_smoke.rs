@@ -130,7 +130,7 @@ fn a_killed_run_resumes_to_the_same_numbers() {
         .spawn()
         .expect("start adaptable");
     // Kill it as soon as the first epoch of the first retraining is checkpointed.
-    let marker = out.join("retrain/sr/seed0/checkpoint/state.json");
+    let marker = out.join("retrain/sr/seed0/checkpoint/epoch-0001");
     let started = Instant::now();
     while !marker.exists() && started.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(5));

@@ -1,5 +1,7 @@
 //! The crate's error type.
 
+use std::path::PathBuf;
+
 use adaptable_lora::LoraError;
 
 /// Everything that can go wrong while retraining or fine-tuning.
@@ -45,4 +47,43 @@ pub enum MetaError {
     /// An adapter could not be built.
     #[error(transparent)]
     Lora(#[from] LoraError),
+    /// A checkpoint file or directory could not be written, read, renamed or removed.
+    #[error("checkpoint {path}: {source}")]
+    CheckpointIo {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model or optimizer record could not be encoded, decoded or applied (e.g. a checkpoint of a
+    /// different model).
+    #[error("checkpoint {path}: {source}; delete the checkpoint directory to start the run over")]
+    CheckpointRecord {
+        /// The record file (or the directory being written).
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: burn::store::RecordError,
+    },
+    /// A checkpoint's bookkeeping (`state.json`) could not be encoded or parsed.
+    #[error("checkpoint {path}: {source}; delete the checkpoint directory to start the run over")]
+    CheckpointState {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A checkpoint whose files contradict each other (edited by hand or from another program).
+    #[error("checkpoint {path} {reason}; delete the checkpoint directory to start the run over")]
+    CheckpointInvalid {
+        /// The bookkeeping file.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A [`RetrainObserver`](crate::retrain::RetrainObserver) stopped the run with its own error.
+    #[error("retraining observer: {0}")]
+    Observer(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod adamw;
+pub mod checkpoint;
 mod error;
 pub mod finetune;
 pub mod linear;

@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use adaptable_experiments::cli::{Cli, init_tracing, run, usage_error_line};
+use adaptable_experiments::cli::{
+    Cli, init_tracing, install_fault_injection, run, usage_error_line,
+};
 use clap::Parser;
 
 // The tensor backends allocate and free activation-sized buffers at every operation; the system
@@ -25,7 +27,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
-    match run(cli) {
+    match install_fault_injection().and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -1,6 +1,7 @@
 //! `adaptable linear`: run sweeps of the linear suite.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ExperimentError,
     device::Backend,
-    io::{ensure_writable_dir, read_json, write_atomic, write_json},
+    io::{digest_files, ensure_writable_dir, files_match, read_json, write_atomic, write_json},
     linear::{
         LinearExperimentConfig, LinearReportInput, RunOptions, SummaryRecord, Sweep,
         render_linear_report, run_sweep, run_sweep_value, write_sweep_outputs,
@@ -52,12 +53,14 @@ pub struct LinearArgs {
 }
 
 /// What a finished sweep directory records about how it was made, to decide whether a rerun may
-/// reuse it.
+/// reuse it. Written after every output file: it is the sweep's commit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SweepManifest {
     config: LinearExperimentConfig,
     device: String,
     seconds: f64,
+    /// The output files and their digests (`io::content_digest`).
+    files: BTreeMap<String, String>,
 }
 
 /// Runs `adaptable linear`.
@@ -119,11 +122,12 @@ pub fn run_linear(args: &LinearArgs, quiet: bool) -> Result<(), ExperimentError>
         }
         let sweep_started = Instant::now();
         let result = run_sweep(&config, sweep, &options, |_| bar.inc(1))?;
-        write_sweep_outputs(&dir, &result)?;
+        let files = write_sweep_outputs(&dir, &result)?;
         let manifest = SweepManifest {
             config: config.clone(),
             device: backend.name().into(),
             seconds: sweep_started.elapsed().as_secs_f64(),
+            files: digest_files(&dir, &files)?,
         };
         write_json(&dir.join("manifest.json"), &manifest)?;
         tracing::info!(sweep = %sweep, seconds = manifest.seconds, dir = %dir.display(), "sweep written");
@@ -151,17 +155,19 @@ fn reusable(
     config: &LinearExperimentConfig,
     backend: Backend,
 ) -> Result<Option<Vec<SummaryRecord>>, ExperimentError> {
-    let (summary, manifest) = (dir.join("summary.json"), dir.join("manifest.json"));
-    if !summary.exists() || !manifest.exists() {
-        return Ok(None);
-    }
-    let Ok(m) = read_json::<SweepManifest>(&manifest) else {
+    // A manifest from before digests, of another configuration, or whose files were since replaced
+    // (a later run stopped halfway through writing them) describes nothing reusable.
+    let Ok(m) = read_json::<SweepManifest>(&dir.join("manifest.json")) else {
         return Ok(None);
     };
-    if &m.config != config || m.device != backend.name() {
+    if &m.config != config
+        || m.device != backend.name()
+        || !m.files.contains_key("summary.json")
+        || !files_match(dir, &m.files)
+    {
         return Ok(None);
     }
-    read_json(&summary).map(Some)
+    read_json(&dir.join("summary.json")).map(Some)
 }
 
 fn one_line_summary(sweep: Sweep, records: &[SummaryRecord]) -> String {

@@ -68,6 +68,34 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         .try_init();
 }
 
+/// The environment variable of crash tests: `ADAPTABLE_FAULT_AFTER_WRITES=N` makes the process abort
+/// right after its `N`-th durable write (an output file renamed into place, a checkpoint file
+/// flushed, a checkpoint directory created, committed or removed), as a crash at that point would.
+/// Each process counts its own writes (a `convai2 run` parent and its workers alike). Only the
+/// `adaptable` binary reads it, through [`install_fault_injection`]; the libraries take a write
+/// hook instead ([`crate::io::set_write_hook`], `adaptable_meta::checkpoint::WriteHook`).
+pub const FAULT_AFTER_WRITES: &str = "ADAPTABLE_FAULT_AFTER_WRITES";
+
+/// Installs [`crate::io::abort_after_writes`] when [`FAULT_AFTER_WRITES`] is set.
+pub fn install_fault_injection() -> Result<(), ExperimentError> {
+    let Some(value) = std::env::var_os(FAULT_AFTER_WRITES) else {
+        return Ok(());
+    };
+    let writes = value
+        .to_str()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            ExperimentError::InvalidOption(format!(
+                "{FAULT_AFTER_WRITES}={}: expected a positive number of writes (or unset it)",
+                value.to_string_lossy()
+            ))
+        })?;
+    crate::io::set_write_hook(crate::io::abort_after_writes(writes));
+    tracing::warn!("{FAULT_AFTER_WRITES}={writes}: this process aborts after that many writes");
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), ExperimentError> {
     match cli.command {

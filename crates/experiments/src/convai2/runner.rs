@@ -11,6 +11,7 @@ use std::{
 
 use adaptable_meta::{
     MetaError, MetaModel, TaskData,
+    checkpoint::CheckpointDir,
     finetune::{FinetuneMethod, finetune},
     retrain::{RetrainMethod, RetrainObserver, RetrainState, prepare, retrain},
 };
@@ -33,7 +34,7 @@ use super::{
 };
 use crate::{
     ExperimentError,
-    io::{read_json, write_json},
+    io::{read_json, write_hook, write_json},
     seed::derive_seed,
 };
 
@@ -69,21 +70,6 @@ impl Convai2RunOptions {
     pub fn quiet(mut self) -> Self {
         self.progress = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
         self
-    }
-}
-
-/// A retraining run's checkpoint bookkeeping (`checkpoint/state.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointState {
-    step: usize,
-    history: Vec<adaptable_meta::retrain::EpochRecord>,
-    best_epoch: usize,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExperimentError + '_ {
-    move |source| ExperimentError::Io {
-        path: path.to_path_buf(),
-        source,
     }
 }
 
@@ -261,46 +247,13 @@ fn bar(progress: &MultiProgress, len: usize, prefix: String) -> ProgressBar {
     bar
 }
 
-/// Saves the run's state after every epoch: model, optimizer, bookkeeping, and the best model.
+/// The observer of a retraining run: progress, reseeding, and a checkpoint unit after every epoch.
 struct Checkpointer {
-    dir: PathBuf,
+    checkpoints: CheckpointDir,
     bar: ProgressBar,
-    error: Option<ExperimentError>,
     /// Reseeds the device's random stream (dropout) for the epoch that starts, so that a resumed run
     /// draws exactly what an uninterrupted one does.
     reseed: Box<dyn Fn(usize)>,
-}
-
-impl Checkpointer {
-    fn save(&self, state: &RetrainState<ConvaiModel>) -> Result<(), ExperimentError> {
-        let ckpt = self.dir.join("checkpoint");
-        std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
-        let save_module = |module: &ConvaiModel, name: &str| -> Result<(), ExperimentError> {
-            let tmp = ckpt.join(format!("{name}.tmp.bpk"));
-            module
-                .clone()
-                .save_file(&tmp)
-                .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", tmp.display())))?;
-            std::fs::rename(&tmp, ckpt.join(format!("{name}.bpk"))).map_err(io_err(&ckpt))
-        };
-        save_module(&state.model, "model")?;
-        let tmp = ckpt.join("optimizer.tmp.bpk");
-        state
-            .optimizer
-            .save(&tmp)
-            .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, ckpt.join("optimizer.bpk")).map_err(io_err(&ckpt))?;
-        if state.best.1 == state.history.len() {
-            save_module(&state.best.0, "best")?;
-        }
-        let bookkeeping = CheckpointState {
-            step: state.step,
-            history: state.history.clone(),
-            best_epoch: state.best.1,
-        };
-        // Written last: it marks the checkpoint as complete.
-        write_json(&ckpt.join("state.json"), &bookkeeping)
-    }
 }
 
 impl RetrainObserver<ConvaiModel> for Checkpointer {
@@ -313,53 +266,13 @@ impl RetrainObserver<ConvaiModel> for Checkpointer {
     }
 
     fn on_epoch(&mut self, state: &RetrainState<ConvaiModel>) -> Result<(), MetaError> {
-        self.save(state).map_err(|e| {
-            let message = e.to_string();
-            self.error = Some(e);
-            MetaError::Data(format!("checkpoint failed: {message}"))
-        })
+        self.checkpoints.save(state)
     }
 }
 
-fn load_checkpoint(
-    dir: &Path,
-    prepared: &ConvaiModel,
-    profile: &Convai2Profile,
-) -> Result<Option<RetrainState<ConvaiModel>>, ExperimentError> {
-    let ckpt = dir.join("checkpoint");
-    let Ok(bookkeeping) = read_json::<CheckpointState>(&ckpt.join("state.json")) else {
-        return Ok(None);
-    };
-    let load = |name: &str| -> Result<ConvaiModel, ExperimentError> {
-        let path = ckpt.join(format!("{name}.bpk"));
-        // A loaded module comes back with its training flags off (dropout disabled); `train` restores
-        // them so the resumed epochs match an uninterrupted run.
-        prepared
-            .clone()
-            .try_load_file(&path)
-            .map(Module::train)
-            .map_err(|e| {
-                ExperimentError::Checkpoint(format!(
-                    "{}: {e}; delete the directory or use --fresh",
-                    path.display()
-                ))
-            })
-    };
-    let optimizer = profile
-        .retrain
-        .optim
-        .optimizer()
-        .load(ckpt.join("optimizer.bpk"))
-        .map_err(|e| {
-            ExperimentError::Checkpoint(format!("{}: {e}", ckpt.join("optimizer.bpk").display()))
-        })?;
-    Ok(Some(RetrainState {
-        model: load("model")?,
-        optimizer,
-        step: bookkeeping.step,
-        best: (load("best")?, bookkeeping.best_epoch),
-        history: bookkeeping.history,
-    }))
+/// The checkpoints of the retraining run in `dir`; their writes report to the process's write hook.
+fn checkpoints_of(dir: &Path) -> CheckpointDir {
+    CheckpointDir::new(dir.join("checkpoint")).with_write_hook(write_hook())
 }
 
 /// One retraining run and the fine-tunings that start from its best epoch.
@@ -804,11 +717,13 @@ impl Convai2Run {
             seed,
             &device,
         )?;
-        let best = dir.join("checkpoint/best.bpk");
-        let base = prepared
-            .try_load_file(&best)
-            .map(Module::train)
-            .map_err(|e| ExperimentError::Checkpoint(format!("{}: {e}", best.display())))?;
+        let checkpoints = checkpoints_of(&dir);
+        let Some((base, _)) = checkpoints.load_best(&prepared)? else {
+            return Err(ExperimentError::MissingCheckpoint {
+                checkpoint: checkpoints.root().to_path_buf(),
+                result: dir.join("result.json"),
+            });
+        };
         reseed_tasks(&mut self.test_tasks, seed, "test");
         for &(kind, rank) in &unit.finetunes {
             for (k, task) in self.test_tasks.iter().enumerate() {
@@ -952,7 +867,8 @@ fn retrain_one(
     }
     let device = &options.device;
     let prepared = seeded_prepared(profile, model_dir, method, tasks.len(), seed, device)?;
-    let resume = load_checkpoint(dir, &prepared, profile)?;
+    let checkpoints = checkpoints_of(dir);
+    let resume = checkpoints.load(&prepared, profile.retrain.optim.optimizer())?;
     if let Some(state) = &resume {
         tracing::info!(
             method = method.id(),
@@ -977,13 +893,12 @@ fn retrain_one(
         }
     };
     let mut checkpointer = Checkpointer {
-        dir: dir.to_path_buf(),
+        checkpoints,
         bar: bar(
             &options.progress,
             remaining,
             format!("retrain {} seed {seed}", method.id()),
         ),
-        error: None,
         reseed: Box::new(reseed),
     };
     let trainable = prepared.trainable_params();
@@ -997,9 +912,6 @@ fn retrain_one(
         resume,
     );
     checkpointer.bar.finish_and_clear();
-    if let Some(e) = checkpointer.error.take() {
-        return Err(e);
-    }
     let record = match outcome {
         Ok(outcome) => {
             RetrainRecord::finished(key, &outcome, trainable, t0.elapsed().as_secs_f64())

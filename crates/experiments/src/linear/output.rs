@@ -100,8 +100,13 @@ pub struct SweepResult {
 }
 
 /// Writes `curves.csv`, `summary.json` and the figure `vary-<sweep>.{png,svg}` into `dir`, each
-/// atomically; `summary.json` is written last, so its presence marks a complete sweep.
-pub fn write_sweep_outputs(dir: &Path, result: &SweepResult) -> Result<(), ExperimentError> {
+/// atomically, and returns their names. They become a finished sweep only when a manifest naming
+/// them with their digests is written after them (`adaptable linear` does), so a crash between two of
+/// these writes never passes a mix of two runs off as a result.
+pub fn write_sweep_outputs(
+    dir: &Path,
+    result: &SweepResult,
+) -> Result<Vec<String>, ExperimentError> {
     let mut csv = String::from("iteration,method,value,mean,min,max\n");
     for row in &result.curves {
         let _ = writeln!(
@@ -117,12 +122,14 @@ pub fn write_sweep_outputs(dir: &Path, result: &SweepResult) -> Result<(), Exper
     }
     write_atomic(&dir.join("curves.csv"), csv.as_bytes())?;
     let stem = format!("vary-{}", result.sweep.symbol());
-    plot::draw_sweep_figure(&dir.join(format!("{stem}.svg")), result)?;
-    plot::draw_sweep_figure(&dir.join(format!("{stem}.png")), result)?;
+    let (svg, png) = (format!("{stem}.svg"), format!("{stem}.png"));
+    plot::draw_sweep_figure(&dir.join(&svg), result)?;
+    plot::draw_sweep_figure(&dir.join(&png), result)?;
     let json =
         serde_json::to_string_pretty(&result.summary).map_err(|e| ExperimentError::Results {
             path: dir.join("summary.json"),
             message: e.to_string(),
         })?;
-    write_atomic(&dir.join("summary.json"), json.as_bytes())
+    write_atomic(&dir.join("summary.json"), json.as_bytes())?;
+    Ok(vec!["curves.csv".into(), svg, png, "summary.json".into()])
 }

@@ -157,9 +157,20 @@ pub trait RetrainObserver<M> {
     /// After every optimizer step (for progress bars).
     fn on_step(&mut self, _step: usize) {}
 
-    /// After every epoch, with the complete state (persist it to resume later).
+    /// After every epoch, with the complete state (persist it to resume later, e.g. with
+    /// [`CheckpointDir::save`](crate::checkpoint::CheckpointDir::save)). An error stops the run and
+    /// is returned by [`retrain`] as it is: a checkpoint error keeps its cause, and an observer's own
+    /// failure travels as [`MetaError::Observer`].
     fn on_epoch(&mut self, _state: &RetrainState<M>) -> Result<(), MetaError> {
         Ok(())
+    }
+}
+
+/// Checkpoints every epoch and nothing else (no progress, no reseeding: a model with dropout needs
+/// an observer that also reseeds in [`RetrainObserver::on_epoch_start`] to resume exactly).
+impl<M: burn::module::Module> RetrainObserver<M> for crate::checkpoint::CheckpointDir {
+    fn on_epoch(&mut self, state: &RetrainState<M>) -> Result<(), MetaError> {
+        self.save(state)
     }
 }
 
