@@ -22,9 +22,8 @@ use adaptable_models::{
 use adaptable_tasks::convai2::{
     Convai2Data, PersonaSplit, PersonaTask, build_split, default_valid_path,
 };
-use burn::{module::Module, tensor::Device};
+use burn::tensor::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 
 use super::{
     Convai2Profile, LoraMlRank, PairFormatSetting,
