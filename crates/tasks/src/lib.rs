@@ -5,6 +5,7 @@ pub mod convai2;
 mod error;
 pub mod linear;
 mod matrix;
+pub mod text;
 
 pub use error::TasksError;
 pub use matrix::Matrix;
