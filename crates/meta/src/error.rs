@@ -45,4 +45,15 @@ pub enum MetaError {
     /// An adapter could not be built.
     #[error(transparent)]
     Lora(#[from] LoraError),
+    /// Training was asked for on a device that records no gradients.
+    #[error(
+        "{method} needs gradients, but the model is on a device without autodiff ({device}); \
+         use `device.autodiff()`"
+    )]
+    NoAutodiff {
+        /// The algorithm.
+        method: &'static str,
+        /// The device, as Burn prints it.
+        device: String,
+    },
 }

@@ -9,5 +9,5 @@ pub mod retrain;
 mod schedule;
 
 pub use error::MetaError;
-pub use model::{MetaModel, TaskData, TaskSlot, count_trainable};
+pub use model::{MetaModel, TaskData, TaskSlot, count_trainable, require_autodiff};
 pub use schedule::{LinearWarmupDecay, OptimizerSchedule};
