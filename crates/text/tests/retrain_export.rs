@@ -91,7 +91,7 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn lora_ml_retrained_base_reloads_bit_for_bit_from_its_hf_directory() {
     let plain = Device::default();
-    let device = plain.autodiff();
+    let device = plain.clone().autodiff();
     let data = task_data(&["pets", "family", "food"], &device);
     let mut config = RetrainConfig::default();
     config.optim.epochs = 1;
@@ -243,7 +243,7 @@ fn finetuned_adapter_goes_through_peft_with_identical_logits() {
     use adaptable_models::peft::{export_adapter, import_adapter, infer_targets, inspect};
 
     let plain = Device::default();
-    let device = plain.autodiff();
+    let device = plain.clone().autodiff();
     let base_dir = scratch("ft-base");
     export_retrained(&tiny_model(&device), &tokenizer_dir(), &base_dir).expect("base dir");
     let base =
