@@ -14,7 +14,7 @@
 //! examples, picked by a shuffle seeded with [`LoadOptions::seed`], are held out (at least one,
 //! and at least one stays for training).
 //!
-//! Every problem is reported as one [`TasksError`] naming `file:line` (or the file).
+//! Every problem is reported as one [`TasksError`](crate::TasksError) naming `file:line` (or the file).
 //!
 //! ```
 //! use adaptable_tasks::text::{LoadOptions, TaskKind, parse_text_tasks};
