@@ -86,4 +86,15 @@ pub enum MetaError {
     /// A [`RetrainObserver`](crate::retrain::RetrainObserver) stopped the run with its own error.
     #[error("retraining observer: {0}")]
     Observer(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// Training was asked for on a device that records no gradients.
+    #[error(
+        "{method} needs gradients, but the model is on a device without autodiff ({device}); \
+         use `device.autodiff()`"
+    )]
+    NoAutodiff {
+        /// The algorithm.
+        method: &'static str,
+        /// The device, as Burn prints it.
+        device: String,
+    },
 }

@@ -95,8 +95,25 @@ pub fn finetune<M, D>(
     method: FinetuneMethod,
     config: &FinetuneConfig,
     device: &Device,
-    mut on_step: impl FnMut(),
+    on_step: impl FnMut(),
 ) -> Result<FinetuneOutcome, MetaError>
+where
+    M: MetaModel,
+    D: TaskData<Batch = M::Batch>,
+{
+    finetune_model(base, task, method, config, device, on_step).map(|(outcome, _)| outcome)
+}
+
+/// [`finetune`], also returning the fine-tuned model after the last epoch: adapter 0 and head 0
+/// (head 0 alone for [`FinetuneMethod::LastLayer`]) are the task's, to export or to keep using.
+pub fn finetune_model<M, D>(
+    base: &M,
+    task: &D,
+    method: FinetuneMethod,
+    config: &FinetuneConfig,
+    device: &Device,
+    mut on_step: impl FnMut(),
+) -> Result<(FinetuneOutcome, M), MetaError>
 where
     M: MetaModel,
     D: TaskData<Batch = M::Batch>,
@@ -109,6 +126,7 @@ where
         .clone()
         .reset_task_modules(lora, adapters, 1, device)?
         .freeze_base();
+    crate::require_autodiff(&model, "fine-tuning")?;
     let trainable_params = model.trainable_params();
     let tasks = std::slice::from_ref(task);
     let mut accuracy = evaluate_tasks(&model, tasks, |_| slot)?;
@@ -135,9 +153,10 @@ where
         train_loss.push(losses.iter().sum::<f64>() / losses.len().max(1) as f64);
         accuracy.extend(evaluate_tasks(&model, tasks, |_| slot)?);
     }
-    Ok(FinetuneOutcome {
+    let outcome = FinetuneOutcome {
         accuracy,
         train_loss,
         trainable_params,
-    })
+    };
+    Ok((outcome, model))
 }

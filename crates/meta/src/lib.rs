@@ -13,5 +13,5 @@ pub mod shallow;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use error::MetaError;
-pub use model::{MetaModel, TaskData, TaskSlot, count_trainable};
+pub use model::{MetaModel, TaskData, TaskSlot, count_trainable, require_autodiff};
 pub use schedule::{LinearWarmupDecay, OptimizerSchedule};

@@ -102,3 +102,23 @@ pub fn count_trainable<M: Module>(module: &M) -> usize {
     module.visit(&mut count);
     count.0
 }
+
+/// Fails with [`MetaError::NoAutodiff`] unless every parameter of `model` lives on an autodiff
+/// device: without one, a training step would find no gradients (Burn would panic).
+pub fn require_autodiff<M: Module>(model: &M, method: &'static str) -> Result<(), MetaError> {
+    struct FirstPlain(Option<String>);
+    impl burn::module::ModuleVisitor for FirstPlain {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let value = param.val();
+            if self.0.is_none() && !value.is_autodiff() {
+                self.0 = Some(format!("{:?}", value.device()));
+            }
+        }
+    }
+    let mut found = FirstPlain(None);
+    model.visit(&mut found);
+    match found.0 {
+        Some(device) => Err(MetaError::NoAutodiff { method, device }),
+        None => Ok(()),
+    }
+}

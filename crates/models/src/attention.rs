@@ -10,6 +10,7 @@ use crate::ModelsError;
 use crate::config::EncoderConfig;
 use crate::fused::attention_rows;
 use crate::layer::{adapted_linear, normalize};
+use crate::targets::EncoderLinear;
 
 /// Self-attention block: `LayerNorm(x + dropout(output(attention(x))))`.
 #[derive(Module, Debug)]
@@ -39,10 +40,10 @@ impl SelfAttention {
     pub fn new(config: &EncoderConfig, device: &Device) -> Result<Self, ModelsError> {
         let h = config.hidden_size;
         Ok(Self {
-            query: adapted_linear(config, "query", h, h, device)?,
-            key: adapted_linear(config, "key", h, h, device)?,
-            value: adapted_linear(config, "value", h, h, device)?,
-            output: adapted_linear(config, "attention_output", h, h, device)?,
+            query: adapted_linear(config, EncoderLinear::Query, h, h, device)?,
+            key: adapted_linear(config, EncoderLinear::Key, h, h, device)?,
+            value: adapted_linear(config, EncoderLinear::Value, h, h, device)?,
+            output: adapted_linear(config, EncoderLinear::AttentionOutput, h, h, device)?,
             norm: LayerNormConfig::new(h)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),

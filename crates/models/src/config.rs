@@ -7,6 +7,7 @@ use adaptable_lora::linear::LoraInit;
 use serde::{Deserialize, Serialize};
 
 use crate::ModelsError;
+use crate::targets::LoraTargets;
 
 /// The encoder family, which decides how position ids are built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,28 +30,6 @@ pub enum Activation {
     Relu,
 }
 
-/// Which encoder `Linear` layers carry LoRA adapters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LoraTargets {
-    /// Query, key, value, attention output, intermediate and output (the paper's LoRA-ML setting).
-    #[default]
-    All,
-    /// Query and value only (the original LoRA paper's choice).
-    QueryValue,
-}
-
-impl LoraTargets {
-    /// Whether the layer with HF name `name` (`query`, `key`, `value`, `attention_output`,
-    /// `intermediate`, `output`) is adapted.
-    pub fn includes(self, name: &str) -> bool {
-        match self {
-            LoraTargets::All => true,
-            LoraTargets::QueryValue => matches!(name, "query" | "value"),
-        }
-    }
-}
-
 /// Per-task adapter banks for every targeted encoder layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
@@ -70,7 +49,7 @@ impl AdapterConfig {
         Self {
             lora,
             tasks,
-            targets: LoraTargets::All,
+            targets: LoraTargets::ALL,
             init: LoraInit::KaimingUniform,
         }
     }

@@ -179,12 +179,12 @@ impl Encoder {
         device: &Device,
     ) -> Result<(), ModelsError> {
         for layer in &mut self.layers {
-            for (linear, name) in layer
+            for (linear, which) in layer
                 .linears_mut()
                 .into_iter()
-                .zip(EncoderLayer::LINEAR_NAMES)
+                .zip(crate::EncoderLinear::ALL)
             {
-                let config = lora.filter(|_| targets.includes(name)).cloned();
+                let config = lora.filter(|_| targets.contains(which)).cloned();
                 let adapters = if config.is_some() { count } else { 0 };
                 *linear = adaptable_lora::linear::LoraLinear::from_linear(
                     linear.base.clone(),
@@ -207,18 +207,8 @@ impl Encoder {
 }
 
 impl EncoderLayer {
-    /// Names of the six linear layers, in the order of [`linears`](Self::linears), as
-    /// [`LoraTargets::includes`](crate::LoraTargets::includes) knows them.
-    pub const LINEAR_NAMES: [&'static str; 6] = [
-        "query",
-        "key",
-        "value",
-        "attention_output",
-        "intermediate",
-        "output",
-    ];
-
-    /// The six encoder linear layers (query, key, value, attention output, intermediate, output).
+    /// The six encoder linear layers, in [`EncoderLinear::ALL`](crate::EncoderLinear::ALL) order
+    /// (query, key, value, attention output, intermediate, output).
     pub fn linears(&self) -> [&adaptable_lora::linear::LoraLinear; 6] {
         [
             &self.attention.query,
@@ -230,7 +220,12 @@ impl EncoderLayer {
         ]
     }
 
-    /// Mutable access to the six encoder linear layers.
+    /// One of the six linear layers.
+    pub fn linear(&self, which: crate::EncoderLinear) -> &adaptable_lora::linear::LoraLinear {
+        self.linears()[which.index()]
+    }
+
+    /// Mutable access to the six encoder linear layers, in the same order.
     pub fn linears_mut(&mut self) -> [&mut adaptable_lora::linear::LoraLinear; 6] {
         [
             &mut self.attention.query,

@@ -10,6 +10,7 @@ use crate::ModelsError;
 use crate::attention::SelfAttention;
 use crate::config::{Activation, EncoderConfig};
 use crate::fused::{gelu_exact, layer_norm};
+use crate::targets::EncoderLinear;
 
 /// A transformer layer: self-attention, then `LayerNorm(h + dropout(output(act(intermediate(h)))))`.
 #[derive(Module, Debug)]
@@ -37,8 +38,8 @@ impl EncoderLayer {
         let (h, i) = (config.hidden_size, config.intermediate_size);
         Ok(Self {
             attention: SelfAttention::new(config, device)?,
-            intermediate: adapted_linear(config, "intermediate", h, i, device)?,
-            output: adapted_linear(config, "output", i, h, device)?,
+            intermediate: adapted_linear(config, EncoderLinear::Intermediate, h, i, device)?,
+            output: adapted_linear(config, EncoderLinear::Output, i, h, device)?,
             output_norm: LayerNormConfig::new(h)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
@@ -76,12 +77,12 @@ pub(crate) fn normalize<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tenso
     }
 }
 
-/// A `d_in → d_out` encoder linear layer, with the configured adapter bank when `name` is targeted.
+/// A `d_in → d_out` encoder linear layer, with the configured adapter bank when `which` is targeted.
 ///
 /// Base weights start as `N(0, 0.02)` like HF's `_init_weights`; pretrained weights replace them.
 pub(crate) fn adapted_linear(
     config: &EncoderConfig,
-    name: &str,
+    which: EncoderLinear,
     d_in: usize,
     d_out: usize,
     device: &Device,
@@ -95,7 +96,7 @@ pub(crate) fn adapted_linear(
     let adapters = config
         .adapters
         .as_ref()
-        .filter(|a| a.targets.includes(name));
+        .filter(|a| a.targets.contains(which));
     let layer = match adapters {
         Some(a) => LoraLinear::from_linear(base, Some(a.lora.clone()), a.tasks, a.init, device)?,
         None => LoraLinear::from_linear(

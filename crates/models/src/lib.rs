@@ -13,9 +13,10 @@ pub mod layer;
 pub mod loader;
 pub mod peft;
 pub mod pooling;
+pub mod targets;
 pub mod tokenizer;
 
-pub use config::{Activation, AdapterConfig, EncoderConfig, LoraTargets, ModelType};
+pub use config::{Activation, AdapterConfig, EncoderConfig, ModelType};
 pub use encoder::{Encoder, Pooler};
 pub use error::ModelsError;
 pub use heads::{
@@ -25,6 +26,7 @@ pub use heads::{
 pub use input::EncoderInput;
 pub use loader::{LoadReport, ModelFiles, load_pretrained_classifier, load_pretrained_encoder};
 pub use pooling::{Pooling, cosine_similarity, l2_normalize};
+pub use targets::{EncoderLinear, LoraTargets};
 pub use tokenizer::{EncodedBatch, PairFormat, TextTokenizer};
 
 /// The directory where pretrained models live by default: `$ADAPTABLE_MODELS_DIR`, or `models/`

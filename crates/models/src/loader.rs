@@ -49,6 +49,7 @@ use crate::ModelsError;
 use crate::config::{AdapterConfig, EncoderConfig};
 use crate::encoder::Encoder;
 use crate::heads::{MultipleChoiceModel, SequenceClassifier, SequenceClassifierConfig};
+use crate::targets::EncoderLinear;
 
 /// What a successful load did.
 #[derive(Debug, Clone, Default)]
@@ -81,30 +82,28 @@ fn remapper(layout: &Layout) -> Result<KeyRemapper, ModelsError> {
         ),
         (r"^embeddings\.".into(), format!("{p}embeddings.")),
         (r"^pooler\.".into(), format!("{p}pooler.")),
+    ];
+    // The encoder's linear layers, from the one typed table. `ALL` lists the attention output
+    // before the feed-forward output, so `attention.output.dense` is renamed before the generic
+    // `output.dense` rule could see it.
+    patterns.extend(EncoderLinear::ALL.into_iter().map(|which| {
         (
-            r"\.attention\.self\.(query|key|value)\.".into(),
-            ".attention.${1}.base.".into(),
-        ),
-        // The attention-output rules must run before the generic `output` ones below.
-        (
-            r"\.attention\.output\.dense\.".into(),
-            ".attention.output.base.".into(),
-        ),
+            format!(r"\.{}\.", which.hf_path().replace('.', r"\.")),
+            format!(".{}.base.", which.burn_path()),
+        )
+    }));
+    // Likewise the attention LayerNorm before the feed-forward one.
+    patterns.extend([
         (
             r"\.attention\.output\.LayerNorm\.".into(),
             ".attention.norm.".into(),
         ),
-        (
-            r"\.intermediate\.dense\.".into(),
-            ".intermediate.base.".into(),
-        ),
-        (r"\.output\.dense\.".into(), ".output.base.".into()),
         (r"\.output\.LayerNorm\.".into(), ".output_norm.".into()),
         (
             r"embeddings\.LayerNorm\.".into(),
             "embeddings.layer_norm.".into(),
         ),
-    ];
+    ]);
     patterns.extend(
         layout
             .head_patterns

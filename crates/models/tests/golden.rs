@@ -250,7 +250,7 @@ fn fresh_adapters_keep_the_golden_output_and_only_the_active_one_trains() {
     // Query+value targeting leaves the other linears plain.
     let qv = EncoderConfig::from_hf_file(fixture("tiny-roberta/config.json"))
         .expect("config")
-        .with_adapters(Some(adapters.with_targets(LoraTargets::QueryValue)))
+        .with_adapters(Some(adapters.with_targets(LoraTargets::QUERY_VALUE)))
         .init(&device)
         .expect("encoder");
     assert_eq!(qv.layers[0].attention.value.num_adapters(), 2);

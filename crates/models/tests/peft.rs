@@ -161,7 +161,7 @@ fn export_then_import_is_bit_identical() {
     let cfg = fixture_config(None);
     assert_eq!(
         infer_targets(&summary.config, &cfg).expect("targets"),
-        LoraTargets::All
+        LoraTargets::ALL
     );
 
     // A model without adapters but with banks of the same rank and scale.
@@ -196,6 +196,50 @@ fn export_then_import_is_bit_identical() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&again);
+}
+
+#[test]
+fn any_subset_of_targets_exports_and_imports_with_identical_logits() {
+    let device = cpu();
+    let targets: LoraTargets = "key,intermediate".parse().expect("valid targets");
+    let adapters = AdapterConfig::new(lora(), 1).with_targets(targets);
+    let mut model = SequenceClassifierConfig::new(fixture_config(Some(adapters)), LABELS, 1)
+        .init(&device)
+        .expect("model");
+    model
+        .load_hf_weights(fixture("tiny-roberta/model.safetensors"))
+        .expect("strict load");
+    randomise(&mut model, &device);
+    let dir = scratch("subset");
+    let config = export_adapter(&model, 0, Some(0), &lora(), "tiny-roberta", &dir).expect("export");
+    let layers = fixture_config(None).num_hidden_layers;
+    assert_eq!(
+        inspect(&dir).expect("inspect").tensors.len(),
+        2 * 2 * layers + 4
+    );
+    assert_eq!(
+        infer_targets(&config, &fixture_config(None)).expect("targets"),
+        targets
+    );
+
+    let banks = AdapterConfig::new(lora(), 0).with_targets(targets);
+    let mut fresh = SequenceClassifierConfig::new(fixture_config(Some(banks)), LABELS, 1)
+        .init(&device)
+        .expect("model");
+    fresh
+        .load_hf_weights(fixture("tiny-roberta/model.safetensors"))
+        .expect("strict load");
+    let report = import_adapter(&mut fresh, &dir, &device).expect("import");
+    let x = input(&device);
+    let want = to_vec(model.forward(&x, Some(0), 0));
+    let got = to_vec(fresh.forward(&x, Some(report.adapter), report.head.expect("head")));
+    assert_eq!(want, got);
+
+    // A model adapting other layers is refused, naming a layer the file does not adapt.
+    let mut other = classifier(Some(0), &device);
+    let err = import_adapter(&mut other, &dir, &device).expect_err("targets differ");
+    assert!(err.to_string().contains("attention.self.query"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

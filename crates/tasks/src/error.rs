@@ -25,7 +25,7 @@ pub enum TasksError {
         #[source]
         source: std::io::Error,
     },
-    /// A malformed line in a ConvAI2 (ParlAI fbdialog) file.
+    /// A malformed line in a ConvAI2 (ParlAI fbdialog) file or a JSONL text-task file.
     #[error("{path}:{line}: {reason}")]
     Parse {
         /// The file (or the name given to an in-memory reader).
@@ -76,4 +76,68 @@ pub enum TasksError {
     /// A [`crate::convai2::PairTokenizer`] failed or broke its contract.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A line of a JSONL task file is not valid JSON.
+    #[error("{path}:{line}: not valid JSON: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A line of a JSONL task file lacks a required field.
+    #[error("{path}:{line}: missing `{field}`")]
+    MissingField {
+        /// The file.
+        path: PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// The field.
+        field: &'static str,
+    },
+    /// A ranking label that is not the index of one of the line's candidates.
+    #[error(
+        "{path}:{line}: label {label} is out of range: the line has {candidates} candidates (labels 0..{candidates})"
+    )]
+    LabelOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// The label as written.
+        label: String,
+        /// Number of candidates on the line.
+        candidates: usize,
+    },
+    /// A task file with no examples.
+    #[error("{path}: the task file has no examples")]
+    EmptyTaskFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A text task that cannot be used as a whole (one class, an empty split).
+    #[error("{path}: task {task:?}: {reason}")]
+    TextTask {
+        /// The file.
+        path: PathBuf,
+        /// The task's name.
+        task: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two task files define tasks of the same name.
+    #[error("task {name:?} is defined in {} and again in {}; task names must be unique", first.display(), second.display())]
+    DuplicateTask {
+        /// The name.
+        name: String,
+        /// The first file.
+        first: PathBuf,
+        /// The second file.
+        second: PathBuf,
+    },
+    /// The held-out fraction is not strictly between 0 and 1.
+    #[error("the held-out fraction must be between 0 and 1 (exclusive), got {0}")]
+    InvalidHeldoutFraction(f64),
 }

@@ -6,6 +6,7 @@ mod error;
 pub mod linear;
 mod matrix;
 pub mod shallow;
+pub mod text;
 
 pub use error::TasksError;
 pub use matrix::Matrix;

@@ -1,36 +1,20 @@
 //! `adaptable adapters`: PEFT-format LoRA adapters (`inspect`, `export`, `export-base`, `import`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use adaptable_lora::LoraConfig;
 use adaptable_models::peft::{
-    PEFT_PREFIX, export_adapter, export_base, import_adapter, infer_targets, inspect,
+    ImportReport, PEFT_PREFIX, export_adapter, export_base, import_adapter, infer_targets, inspect,
 };
 use adaptable_models::{
-    AdapterConfig, EncoderConfig, LoraTargets, ModelFiles, ModelsError, load_pretrained_classifier,
+    AdapterConfig, EncoderConfig, LoraTargets, ModelFiles, ModelsError, SequenceClassifier,
+    load_pretrained_classifier,
 };
-use clap::{Args, Subcommand, ValueEnum};
+use burn::tensor::Device;
+use clap::{Args, Subcommand};
 
 use crate::ExperimentError;
 use crate::device::Backend;
-
-/// Adapted layers on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TargetsArg {
-    /// Query, key, value, attention output, intermediate and output.
-    All,
-    /// Query and value only.
-    QueryValue,
-}
-
-impl From<TargetsArg> for LoraTargets {
-    fn from(t: TargetsArg) -> Self {
-        match t {
-            TargetsArg::All => LoraTargets::All,
-            TargetsArg::QueryValue => LoraTargets::QueryValue,
-        }
-    }
-}
 
 /// The subcommands of `adaptable adapters`.
 #[derive(Debug, Subcommand)]
@@ -64,9 +48,10 @@ pub struct ExportArgs {
     /// LoRA alpha (scale alpha / rank).
     #[arg(long, default_value_t = 16.0)]
     pub alpha: f64,
-    /// Adapted layers.
-    #[arg(long, value_enum, default_value = "all")]
-    pub targets: TargetsArg,
+    /// Adapted layers: all, query-value, or a comma-separated list of query, key, value,
+    /// attention_output, intermediate, output.
+    #[arg(long, default_value = "all")]
+    pub targets: LoraTargets,
     /// Classes of the head.
     #[arg(long, default_value_t = 2)]
     pub num_labels: usize,
@@ -145,7 +130,7 @@ fn run_export(args: &ExportArgs) -> Result<(), ExperimentError> {
     check_model_dir(&args.model)?;
     let device = args.device.parse::<Backend>()?.device()?;
     let lora = LoraConfig::new(args.rank).with_alpha(args.alpha);
-    let adapters = AdapterConfig::new(lora.clone(), 1).with_targets(args.targets.into());
+    let adapters = AdapterConfig::new(lora.clone(), 1).with_targets(args.targets);
     let (model, _) =
         load_pretrained_classifier(&args.model, args.num_labels, 1, Some(adapters), &device)?;
     let base_name = args
@@ -179,11 +164,17 @@ fn run_export_base(args: &ExportBaseArgs) -> Result<(), ExperimentError> {
     Ok(())
 }
 
-fn run_import(args: &ImportArgs) -> Result<(), ExperimentError> {
-    check_model_dir(&args.model)?;
-    let device = args.device.parse::<Backend>()?.device()?;
-    let summary = inspect(&args.adapter)?;
-    let encoder = EncoderConfig::from_hf_file(ModelFiles::in_dir(&args.model).config)?;
+/// Loads the model directory `model` with adapter banks that fit the PEFT directory `adapter` (its
+/// rank, scale and targets) and imports it strictly; the head has the adapter's class count, or
+/// `labels_without_head` when it saves no head.
+pub(crate) fn load_with_adapter(
+    model: &Path,
+    adapter: &Path,
+    labels_without_head: usize,
+    device: &Device,
+) -> Result<(SequenceClassifier, ImportReport, LoraTargets), ExperimentError> {
+    let summary = inspect(adapter)?;
+    let encoder = EncoderConfig::from_hf_file(ModelFiles::in_dir(model).config)?;
     // Build banks that fit the adapter (its rank, scale and targets), with no adapter yet.
     let targets = infer_targets(&summary.config, &encoder)?;
     let adapters = AdapterConfig::new(summary.config.lora_config(), 0).with_targets(targets);
@@ -193,10 +184,16 @@ fn run_import(args: &ImportArgs) -> Result<(), ExperimentError> {
         .iter()
         .find(|t| t.name == head_key)
         .and_then(|t| t.shape.first().copied())
-        .unwrap_or(args.num_labels);
-    let (mut model, _) =
-        load_pretrained_classifier(&args.model, labels, 1, Some(adapters), &device)?;
-    let report = import_adapter(&mut model, &args.adapter, &device)?;
+        .unwrap_or(labels_without_head);
+    let (mut classifier, _) = load_pretrained_classifier(model, labels, 1, Some(adapters), device)?;
+    let report = import_adapter(&mut classifier, adapter, device)?;
+    Ok((classifier, report, targets))
+}
+
+fn run_import(args: &ImportArgs) -> Result<(), ExperimentError> {
+    check_model_dir(&args.model)?;
+    let device = args.device.parse::<Backend>()?.device()?;
+    let (_, report, _) = load_with_adapter(&args.model, &args.adapter, args.num_labels, &device)?;
     println!(
         "imported {} tensors from {}: adapter {}, head {}",
         report.tensors,

@@ -3,8 +3,11 @@
 mod adapters;
 mod convai2;
 mod embed;
+mod finetune;
 mod linear;
 mod shallow;
+mod retrain;
+mod text_common;
 
 use clap::{Parser, Subcommand};
 
@@ -13,8 +16,11 @@ pub use convai2::{
     Convai2Command, Convai2ReportArgs, Convai2RunArgs, Convai2StatsArgs, run_convai2,
 };
 pub use embed::{EmbedArgs, run_embed};
+pub use finetune::{EvaluateArgs, FINETUNE_METRICS, FinetuneArgs, run_evaluate, run_finetune};
 pub use linear::{LinearArgs, run_linear};
 pub use shallow::{ShallowArgs, run_shallow, shallow_config};
+pub use retrain::{MethodArg, RETRAIN_REPORT, RetrainArgs, run_retrain};
+pub use text_common::TextDataArgs;
 
 use crate::ExperimentError;
 
@@ -48,6 +54,13 @@ pub enum Command {
     /// ConvAI2 persona tasks (`stats`, `run`).
     #[command(subcommand)]
     Convai2(Convai2Command),
+    /// Retrain a BERT/RoBERTa directory on your JSONL tasks (SR, LoRA-ML, last-layer-ML, Reptile)
+    /// and write the retrained base as a Hugging Face model directory with a report.
+    Retrain(RetrainArgs),
+    /// Fine-tune a fresh LoRA adapter and head (or a head) on one JSONL task; write a PEFT adapter.
+    Finetune(FinetuneArgs),
+    /// Held-out accuracy of a model (with an optional PEFT adapter) on a JSONL task file.
+    Evaluate(EvaluateArgs),
 }
 
 /// Sets up `tracing` output on stderr: `RUST_LOG` if set, otherwise from `-v`/`-q`.
@@ -104,6 +117,9 @@ pub fn run(cli: Cli) -> Result<(), ExperimentError> {
         Command::Convai2(command) => run_convai2(&command, cli.quiet),
         Command::Embed(args) => run_embed(&args),
         Command::Adapters(command) => run_adapters(&command),
+        Command::Retrain(args) => run_retrain(&args, cli.quiet),
+        Command::Finetune(args) => run_finetune(&args, cli.quiet),
+        Command::Evaluate(args) => run_evaluate(&args),
     }
 }
 

@@ -11,6 +11,7 @@ use adaptable_tasks::{
         encode_examples,
     },
 };
+use adaptable_text::TextBatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
@@ -173,18 +174,9 @@ fn padded_tokens<'a>(
         .sum()
 }
 
-/// A batch for the cross-encoder: every row is a (context, candidate) pair.
-#[derive(Debug, Clone)]
-pub struct ConvaiBatch {
-    /// Token ids, mask and (for segmented pair formats) token types, `[examples × candidates, seq]`.
-    pub input: EncoderInput,
-    /// 1 on gold rows, 0 elsewhere, `[examples × candidates]`.
-    pub labels: Tensor<1, Int>,
-    /// Rows per example.
-    pub candidates: usize,
-    /// The gold row of each example.
-    pub gold: Vec<usize>,
-}
+/// A batch for the cross-encoder: every row is a (context, candidate) pair (the library's ranking
+/// batch; [`ConvaiTask`] hands it to the model as a [`TextBatch`]).
+pub use adaptable_text::RankingBatch as ConvaiBatch;
 
 /// Batching settings.
 #[derive(Debug, Clone, Copy)]
@@ -316,9 +308,9 @@ impl ConvaiTask {
 }
 
 impl TaskData for ConvaiTask {
-    type Batch = ConvaiBatch;
+    type Batch = TextBatch;
 
-    fn train_batches(&self, epoch: usize) -> Result<Vec<ConvaiBatch>, MetaError> {
+    fn train_batches(&self, epoch: usize) -> Result<Vec<TextBatch>, MetaError> {
         let (order, seed) = self.epoch_order(epoch);
         let selection = CandidateSelection::GoldPlusNegatives {
             negatives: self.batching.negatives,
@@ -326,14 +318,20 @@ impl TaskData for ConvaiTask {
         };
         order
             .chunks(self.batching.batch_size.max(1))
-            .map(|chunk| self.batch(chunk.iter().copied(), selection))
+            .map(|chunk| {
+                self.batch(chunk.iter().copied(), selection)
+                    .map(TextBatch::from)
+            })
             .collect()
     }
 
-    fn eval_batches(&self) -> Result<Vec<ConvaiBatch>, MetaError> {
+    fn eval_batches(&self) -> Result<Vec<TextBatch>, MetaError> {
         self.heldout
             .chunks(self.batching.eval_batch_size.max(1))
-            .map(|chunk| self.batch(chunk, CandidateSelection::All))
+            .map(|chunk| {
+                self.batch(chunk, CandidateSelection::All)
+                    .map(TextBatch::from)
+            })
             .collect()
     }
 

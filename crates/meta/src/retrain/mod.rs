@@ -224,6 +224,7 @@ where
     if tasks.is_empty() {
         return Err(MetaError::Data("no retraining tasks".into()));
     }
+    crate::require_autodiff(&model, method.id())?;
     let trainable_params = model.trainable_params();
     let state = match resume {
         Some(state) => state,

@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 
 use super::export::head_tensors;
 use super::tensors::{NamedTensor, plain, transposed_matrix, values, write_safetensors};
-use super::{LAYER_LINEAR_PATHS, hf_prefix};
+use super::{hf_prefix, linear_module_name};
 use crate::ModelsError;
 use crate::config::{Activation, EncoderConfig, ModelType};
 use crate::heads::SequenceClassifier;
+use crate::targets::EncoderLinear;
 
 /// Writes `model`'s encoder (and head `head`, if given) to `dir` as HF `model.safetensors` and
 /// `config.json`, creating `dir` if needed.
@@ -50,10 +51,10 @@ pub fn export_base(
     )?);
 
     for (i, layer) in encoder.layers.iter().enumerate() {
-        for (slot, linear) in layer.linears().into_iter().enumerate() {
+        for (linear, which) in layer.linears().into_iter().zip(EncoderLinear::ALL) {
             let task = merge_adapter.filter(|_| linear.rank() > 0);
             let merged = linear.to_linear(task)?;
-            let name = format!("{p}.encoder.layer.{i}.{}", LAYER_LINEAR_PATHS[slot]);
+            let name = linear_module_name(config.model_type, i, which);
             tensors.extend(linear_tensors(&name, &merged)?);
         }
         let prefix = format!("{p}.encoder.layer.{i}");
@@ -164,4 +165,67 @@ fn hf_config_json(config: &EncoderConfig, architecture: &str, num_labels: Option
         map.insert("label2id".into(), Value::Object(label2id));
     }
     json
+}
+
+/// Tokenizer files that transformers' `AutoTokenizer` reads; [`export_model_dir`] copies those
+/// present in the source directory.
+pub const TOKENIZER_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Writes `model`'s base encoder (no adapter, no head) as a complete Hugging Face model directory
+/// that `AutoModel.from_pretrained(dir)` and [`load_pretrained_encoder`](crate::load_pretrained_encoder)
+/// load: `config.json`, `model.safetensors` and the [`TOKENIZER_FILES`] found in `tokenizer_dir`
+/// (`tokenizer.json` is required).
+///
+/// This is how a retrained base (LoRA-ML keeps the base and discards the retraining adapters and
+/// heads) leaves Burn. The directory is assembled under a temporary sibling name and renamed into
+/// place, so `dir` either does not exist or is complete; `dir` must not exist yet.
+pub fn export_model_dir(
+    model: &SequenceClassifier,
+    tokenizer_dir: &Path,
+    dir: &Path,
+) -> Result<(), ModelsError> {
+    if dir.exists() {
+        return Err(ModelsError::InvalidArgument(format!(
+            "{} already exists; choose a new output directory",
+            dir.display()
+        )));
+    }
+    let tokenizer = tokenizer_dir.join("tokenizer.json");
+    if !tokenizer.is_file() {
+        return Err(ModelsError::Tokenizer {
+            path: Some(tokenizer),
+            message: "file not found; the exported model needs its tokenizer".into(),
+        });
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let partial = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    let written = (|| {
+        export_base(model, None, None, &partial)?;
+        for file in TOKENIZER_FILES {
+            let from = tokenizer_dir.join(file);
+            if from.is_file() {
+                std::fs::copy(&from, partial.join(file))
+                    .map_err(|source| ModelsError::Io { path: from, source })?;
+            }
+        }
+        std::fs::rename(&partial, dir).map_err(|source| ModelsError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    written
 }

@@ -10,13 +10,12 @@ use super::config::PeftAdapterConfig;
 use super::export::same_scale;
 use super::tensors::{FileTensor, read_safetensors, replace, transpose};
 use super::{
-    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LAYER_LINEAR_PATHS, PEFT_PREFIX, linear_module_name,
-    named_linears,
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, linear_module_name, named_linears,
 };
 use crate::ModelsError;
-use crate::config::{EncoderConfig, LoraTargets};
+use crate::config::EncoderConfig;
 use crate::heads::SequenceClassifier;
-use crate::layer::EncoderLayer;
+use crate::targets::{EncoderLinear, LoraTargets};
 
 /// What [`import_adapter`] added to the model.
 #[derive(Debug, Clone)]
@@ -118,37 +117,45 @@ pub fn inspect(dir: &Path) -> Result<PeftSummary, ModelsError> {
 
 /// The [`LoraTargets`] that select exactly the modules `config` targets in an encoder built from
 /// `encoder`, so that a model built for the adapter can be made before importing it.
+///
+/// Any subset of [`EncoderLinear`] is accepted, as long as it is the same in every layer (per-layer
+/// selections have no [`LoraTargets`] counterpart) and not empty.
 pub fn infer_targets(
     config: &PeftAdapterConfig,
     encoder: &EncoderConfig,
 ) -> Result<LoraTargets, ModelsError> {
-    let mut targeted = Vec::with_capacity(encoder.num_hidden_layers * 6);
+    let mut per_layer = Vec::with_capacity(encoder.num_hidden_layers);
     for layer in 0..encoder.num_hidden_layers {
-        for slot in 0..LAYER_LINEAR_PATHS.len() {
-            let name = linear_module_name(encoder.model_type, layer, slot);
+        let mut targeted = Vec::new();
+        for which in EncoderLinear::ALL {
+            let name = linear_module_name(encoder.model_type, layer, which);
             let hit = config.target_modules.matches(&name).ok_or_else(|| {
                 ModelsError::PeftConfig(format!(
                     "target_modules {:?}: regular expressions are not supported, list the modules",
                     config.target_modules
                 ))
             })?;
-            targeted.push((slot, hit));
+            if hit {
+                targeted.push(which);
+            }
         }
+        per_layer.push(LoraTargets::of(targeted));
     }
-    [LoraTargets::All, LoraTargets::QueryValue]
-        .into_iter()
-        .find(|t| {
-            targeted
-                .iter()
-                .all(|&(slot, hit)| t.includes(EncoderLayer::LINEAR_NAMES[slot]) == hit)
-        })
-        .ok_or_else(|| {
-            ModelsError::PeftConfig(format!(
-                "target_modules {:?} select neither all six linear layers of every encoder layer \
-                 nor query and value of every layer",
-                config.target_modules
-            ))
-        })
+    let first = per_layer.first().copied().unwrap_or(LoraTargets::NONE);
+    if let Some(layer) = per_layer.iter().position(|&t| t != first) {
+        return Err(ModelsError::PeftConfig(format!(
+            "target_modules {:?} select {} in layer 0 but {} in layer {layer}; \
+             only the same layers in every encoder layer are supported",
+            config.target_modules, first, per_layer[layer]
+        )));
+    }
+    if first.is_empty() {
+        return Err(ModelsError::PeftConfig(format!(
+            "target_modules {:?} select none of the encoder's linear layers",
+            config.target_modules
+        )));
+    }
+    Ok(first)
 }
 
 /// What a key of the file must look like, and where its values go.

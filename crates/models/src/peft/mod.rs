@@ -9,6 +9,8 @@
 //!   model is left untouched.
 //! * [`export_base`] writes the base (optionally with one adapter merged and one head) as an HF
 //!   `model.safetensors` + `config.json`.
+//! * [`export_model_dir`] writes a (retrained) base encoder as a complete HF model directory
+//!   (`config.json`, `model.safetensors`, tokenizer files), atomically.
 //! * [`inspect`] summarises an adapter directory.
 //!
 //! # Key map
@@ -46,7 +48,7 @@ mod export;
 mod import;
 mod tensors;
 
-pub use base::export_base;
+pub use base::{TOKENIZER_FILES, export_base, export_model_dir};
 pub use config::{PeftAdapterConfig, TargetModules};
 pub use export::export_adapter;
 pub use import::{
@@ -57,6 +59,7 @@ use adaptable_lora::linear::LoraLinear;
 
 use crate::config::ModelType;
 use crate::encoder::Encoder;
+use crate::targets::EncoderLinear;
 
 /// File name of the adapter configuration inside a PEFT directory.
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
@@ -64,18 +67,6 @@ pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// Prefix PEFT gives every key of a `PeftModel` around a transformers model.
 pub const PEFT_PREFIX: &str = "base_model.model.";
-
-/// HF module paths of an encoder layer's linear layers, in [`EncoderLayer::linears`] order.
-///
-/// [`EncoderLayer::linears`]: crate::layer::EncoderLayer::linears
-pub const LAYER_LINEAR_PATHS: [&str; 6] = [
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-];
 
 /// The attribute under which transformers nests the encoder (`roberta` or `bert`).
 pub fn hf_prefix(model_type: ModelType) -> &'static str {
@@ -85,16 +76,16 @@ pub fn hf_prefix(model_type: ModelType) -> &'static str {
     }
 }
 
-/// The HF module name of linear `slot` (see [`LAYER_LINEAR_PATHS`]) of layer `layer`.
-pub fn linear_module_name(model_type: ModelType, layer: usize, slot: usize) -> String {
+/// The HF module name of linear `which` of layer `layer` (`roberta.encoder.layer.0.attention.self.query`).
+pub fn linear_module_name(model_type: ModelType, layer: usize, which: EncoderLinear) -> String {
     format!(
         "{}.encoder.layer.{layer}.{}",
         hf_prefix(model_type),
-        LAYER_LINEAR_PATHS[slot]
+        which.hf_path()
     )
 }
 
-/// Every encoder linear layer with its HF module name, in layer then slot order.
+/// Every encoder linear layer with its HF module name, in layer then [`EncoderLinear::ALL`] order.
 pub(crate) fn named_linears(encoder: &Encoder) -> Vec<(String, &LoraLinear)> {
     let model_type = encoder.config().model_type;
     encoder
@@ -105,8 +96,8 @@ pub(crate) fn named_linears(encoder: &Encoder) -> Vec<(String, &LoraLinear)> {
             layer
                 .linears()
                 .into_iter()
-                .enumerate()
-                .map(move |(slot, linear)| (linear_module_name(model_type, i, slot), linear))
+                .zip(EncoderLinear::ALL)
+                .map(move |(linear, which)| (linear_module_name(model_type, i, which), linear))
         })
         .collect()
 }
