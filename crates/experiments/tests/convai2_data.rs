@@ -153,7 +153,13 @@ fn epoch(task: &ConvaiTask) -> (Vec<(usize, usize)>, Vec<Vec<i64>>) {
         .train_batches(0)
         .unwrap()
         .into_iter()
-        .map(|b| b.input.input_ids.try_into_vec_as::<i64>().unwrap())
+        .map(|b| {
+            b.input()
+                .input_ids
+                .clone()
+                .try_into_vec_as::<i64>()
+                .unwrap()
+        })
         .collect();
     (order, batches)
 }
@@ -198,12 +204,18 @@ fn seeds_vary_the_batch_order_and_negatives_and_nothing_else() {
         t.eval_batches()
             .unwrap()
             .into_iter()
-            .map(|b| b.input.input_ids.try_into_vec_as::<i64>().unwrap())
+            .map(|b| {
+                b.input()
+                    .input_ids
+                    .clone()
+                    .try_into_vec_as::<i64>()
+                    .unwrap()
+            })
             .collect()
     };
     assert_eq!(eval(&a), eval(&b));
     // Native BERT pairs reach the model with their segment ids.
     let batch = &a.train_batches(0).unwrap()[0];
-    let types = batch.input.token_type_ids.clone().expect("token types");
+    let types = batch.input().token_type_ids.clone().expect("token types");
     assert!(types.try_into_vec_as::<i64>().unwrap().contains(&1));
 }

@@ -39,6 +39,16 @@ pub enum TextBatch {
     Ranking(RankingBatch),
 }
 
+impl TextBatch {
+    /// The encoder input of either kind (`[rows, seq]`).
+    pub fn input(&self) -> &EncoderInput {
+        match self {
+            TextBatch::Classification(batch) => &batch.input,
+            TextBatch::Ranking(batch) => &batch.input,
+        }
+    }
+}
+
 impl From<ClassificationBatch> for TextBatch {
     fn from(batch: ClassificationBatch) -> Self {
         TextBatch::Classification(batch)

@@ -5,8 +5,8 @@ mod convai2;
 mod embed;
 mod finetune;
 mod linear;
-mod shallow;
 mod retrain;
+mod shallow;
 mod text_common;
 
 use clap::{Parser, Subcommand};
@@ -18,8 +18,8 @@ pub use convai2::{
 pub use embed::{EmbedArgs, run_embed};
 pub use finetune::{EvaluateArgs, FINETUNE_METRICS, FinetuneArgs, run_evaluate, run_finetune};
 pub use linear::{LinearArgs, run_linear};
-pub use shallow::{ShallowArgs, run_shallow, shallow_config};
 pub use retrain::{MethodArg, RETRAIN_REPORT, RetrainArgs, run_retrain};
+pub use shallow::{ShallowArgs, run_shallow, shallow_config};
 pub use text_common::TextDataArgs;
 
 use crate::ExperimentError;
