@@ -173,7 +173,7 @@ fn bad_suite_profile_and_device_are_one_line_errors() {
     for (args, needle) in [
         (
             &["reproduce", "bogus"][..],
-            "invalid value 'bogus' for '[SUITE]' [possible values: linear, convai2, all]",
+            "invalid value 'bogus' for '[SUITE]' [possible values: linear, convai2, shallow, all]",
         ),
         (
             &["reproduce", "--profile", "huge"][..],

@@ -7,7 +7,6 @@ use std::{
 };
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -95,18 +94,7 @@ pub fn run_linear(args: &LinearArgs, quiet: bool) -> Result<(), ExperimentError>
         .iter()
         .map(|&s| config.sweep(s).map_or(0, |spec| spec.values.len()))
         .sum();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>10} [{bar:30}] {pos}/{len} sweep values, {elapsed} (ETA {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = super::sweep_progress(quiet, total);
     let started = Instant::now();
     let mut finished = Vec::new();
     for &sweep in &sweeps {

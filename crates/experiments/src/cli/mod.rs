@@ -22,7 +22,26 @@ pub use retrain::{MethodArg, RETRAIN_REPORT, RetrainArgs, run_retrain};
 pub use shallow::{ShallowArgs, run_shallow, shallow_config};
 pub use text_common::TextDataArgs;
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::ExperimentError;
+
+/// The progress bar of a sweep command (`linear`, `shallow`): one step per sweep value.
+fn sweep_progress(quiet: bool, total: usize) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} sweep values, {elapsed} (ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
 
 /// Meta-learning adaptable foundation models: experiments of Block et al. (arXiv 2410.22264).
 #[derive(Debug, Parser)]

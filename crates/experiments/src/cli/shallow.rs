@@ -6,7 +6,6 @@ use std::{
 };
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{
     ExperimentError,
@@ -105,18 +104,7 @@ pub fn run_shallow(args: &ShallowArgs, quiet: bool) -> Result<(), ExperimentErro
         .iter()
         .map(|&s| config.values(s).map_or(0, <[usize]>::len))
         .sum();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>10} [{bar:30}] {pos}/{len} sweep values, {elapsed} (ETA {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = super::sweep_progress(quiet, total);
     let started = Instant::now();
     let mut computed = 0.0;
     let mut finished = Vec::new();
