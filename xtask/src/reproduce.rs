@@ -299,7 +299,7 @@ fn build_cli(root: &Path, device: Device) -> Result<PathBuf, ReproduceError> {
         "build",
         "--release",
         "-p",
-        "adaptable-experiments",
+        "adaptable-cli",
         "--bin",
         "adaptable",
     ]);

@@ -70,7 +70,7 @@ fn select(backend: Backend) -> Result<Device, ExperimentError> {
         #[allow(unreachable_patterns)]
         other => Err(ExperimentError::Device(format!(
             "device `{other}` is not compiled into this binary; rebuild with \
-             `--features {other}` (e.g. `cargo run --release -p adaptable-experiments --features {other} -- …`)"
+             `--features {other}` (e.g. `cargo run --release -p adaptable-cli --features {other} -- …`)"
         ))),
     }
 }

@@ -19,10 +19,10 @@ use super::adapters::load_with_adapter;
 use super::text_common::{
     OutState, TextDataArgs, check_out, model_dir, text_error, write_dir_atomically,
 };
-use crate::ExperimentError;
-use crate::device::Backend;
-use crate::io::write_json;
-use crate::seed::derive_seed;
+use adaptable_experiments::ExperimentError;
+use adaptable_experiments::device::Backend;
+use adaptable_experiments::io::write_json;
+use adaptable_experiments::seed::derive_seed;
 
 /// The metrics file of a finished fine-tuning; its presence marks `--out` as done.
 pub const FINETUNE_METRICS: &str = "finetune-metrics.json";

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use adaptable_experiments::cli::{
+use adaptable_cli::{
     Cli, init_tracing, install_fault_injection, run, usage_error_line,
 };
 use clap::Parser;

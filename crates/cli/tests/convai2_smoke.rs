@@ -264,7 +264,7 @@ fn a_diverging_run_is_reported_and_the_others_finish() {
     let out = scratch("nan");
     std::fs::create_dir_all(&out).unwrap();
     let profile = out.join("diverge.toml");
-    let smoke = include_str!("../configs/convai2-smoke.toml");
+    let smoke = include_str!("../../experiments/configs/convai2-smoke.toml");
     // Fine-tuning at an absurd learning rate overflows; retraining is unchanged.
     let diverging = smoke.replace(
         "optim = { epochs = 2, lr = 1e-3, schedule_multiplier = 4.0 }",
@@ -327,7 +327,7 @@ fn failing_variant(name: &str, edit: impl Fn(&str) -> String, out: Option<&Path>
     let profile = dir.join(format!("{name}.toml"));
     std::fs::write(
         &profile,
-        edit(include_str!("../configs/convai2-smoke.toml")),
+        edit(include_str!("../../experiments/configs/convai2-smoke.toml")),
     )
     .unwrap();
     let target = out.map_or_else(|| dir.join("out"), Path::to_path_buf);

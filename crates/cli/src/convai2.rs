@@ -5,7 +5,7 @@ use std::{ops::Range, path::PathBuf};
 use adaptable_tasks::convai2::{SplitConfig, stats_for_path};
 use clap::{Args, Subcommand};
 
-use crate::{
+use adaptable_experiments::{
     ExperimentError,
     convai2::{Convai2Profile, Convai2Run, Convai2RunOptions, report_dir, write_outputs},
     device::Backend,

@@ -9,7 +9,7 @@ use std::{
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use adaptable_experiments::{
     ExperimentError,
     device::Backend,
     io::{digest_files, ensure_writable_dir, files_match, read_json, write_atomic, write_json},

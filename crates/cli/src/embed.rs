@@ -9,8 +9,8 @@ use adaptable_models::{
 };
 use clap::ValueEnum;
 
-use crate::ExperimentError;
-use crate::device::Backend;
+use adaptable_experiments::ExperimentError;
+use adaptable_experiments::device::Backend;
 
 /// Pooling on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,10 +17,10 @@ use serde::Serialize;
 use super::text_common::{
     OutState, TextDataArgs, check_out, model_dir, text_error, write_dir_atomically,
 };
-use crate::ExperimentError;
-use crate::device::Backend;
-use crate::io::write_json;
-use crate::seed::derive_seed;
+use adaptable_experiments::ExperimentError;
+use adaptable_experiments::device::Backend;
+use adaptable_experiments::io::write_json;
+use adaptable_experiments::seed::derive_seed;
 
 /// The report file of a finished run; its presence marks `--out` as done.
 pub const RETRAIN_REPORT: &str = "retrain-report.json";

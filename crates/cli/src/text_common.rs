@@ -9,7 +9,7 @@ use adaptable_text::{TextBatching, TextTaskData};
 use burn::tensor::Device;
 use clap::Args;
 
-use crate::ExperimentError;
+use adaptable_experiments::ExperimentError;
 
 /// Task-file and batching options shared by the text-task commands.
 #[derive(Debug, Clone, Args)]

@@ -13,8 +13,8 @@ use adaptable_models::{
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 
-use crate::ExperimentError;
-use crate::device::Backend;
+use adaptable_experiments::ExperimentError;
+use adaptable_experiments::device::Backend;
 
 /// The subcommands of `adaptable adapters`.
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use std::{
 
 use clap::Args;
 
-use crate::{
+use adaptable_experiments::{
     ExperimentError,
     device::Backend,
     io::{ensure_writable_dir, write_atomic},
@@ -155,7 +155,7 @@ fn one_line_summary(sweep: Sweep, records: &[SummaryRecord]) -> String {
                     .filter(|r| r.value == value && r.finetune_rank == rank && r.method.id() == m)
                     .map(|r| r.final_test_loss)
                     .collect();
-                crate::shallow::median_and_range(&xs).0
+                adaptable_experiments::shallow::median_and_range(&xs).0
             };
             format!(
                 "{sweep}={value} (rank {rank}): SR {:.1e} vs LoRA-ML {:.1e}",

@@ -24,7 +24,7 @@ pub use text_common::TextDataArgs;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ExperimentError;
+use adaptable_experiments::ExperimentError;
 
 /// The progress bar of a sweep command (`linear`, `shallow`): one step per sweep value.
 fn sweep_progress(quiet: bool, total: usize) -> ProgressBar {
@@ -105,10 +105,10 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
 /// flushed, a checkpoint directory created, committed or removed), as a crash at that point would.
 /// Each process counts its own writes (a `convai2 run` parent and its workers alike). Only the
 /// `adaptable` binary reads it, through [`install_fault_injection`]; the libraries take a write
-/// hook instead ([`crate::io::set_write_hook`], `adaptable_meta::checkpoint::WriteHook`).
+/// hook instead ([`adaptable_experiments::io::set_write_hook`], `adaptable_meta::checkpoint::WriteHook`).
 pub const FAULT_AFTER_WRITES: &str = "ADAPTABLE_FAULT_AFTER_WRITES";
 
-/// Installs [`crate::io::abort_after_writes`] when [`FAULT_AFTER_WRITES`] is set.
+/// Installs [`adaptable_experiments::io::abort_after_writes`] when [`FAULT_AFTER_WRITES`] is set.
 pub fn install_fault_injection() -> Result<(), ExperimentError> {
     let Some(value) = std::env::var_os(FAULT_AFTER_WRITES) else {
         return Ok(());
@@ -123,7 +123,7 @@ pub fn install_fault_injection() -> Result<(), ExperimentError> {
                 value.to_string_lossy()
             ))
         })?;
-    crate::io::set_write_hook(crate::io::abort_after_writes(writes));
+    adaptable_experiments::io::set_write_hook(adaptable_experiments::io::abort_after_writes(writes));
     tracing::warn!("{FAULT_AFTER_WRITES}={writes}: this process aborts after that many writes");
     Ok(())
 }
