@@ -123,7 +123,9 @@ pub fn install_fault_injection() -> Result<(), ExperimentError> {
                 value.to_string_lossy()
             ))
         })?;
-    adaptable_experiments::io::set_write_hook(adaptable_experiments::io::abort_after_writes(writes));
+    adaptable_experiments::io::set_write_hook(adaptable_experiments::io::abort_after_writes(
+        writes,
+    ));
     tracing::warn!("{FAULT_AFTER_WRITES}={writes}: this process aborts after that many writes");
     Ok(())
 }

@@ -2,9 +2,7 @@
 
 use std::process::ExitCode;
 
-use adaptable_cli::{
-    Cli, init_tracing, install_fault_injection, run, usage_error_line,
-};
+use adaptable_cli::{Cli, init_tracing, install_fault_injection, run, usage_error_line};
 use clap::Parser;
 
 // The tensor backends allocate and free activation-sized buffers at every operation; the system

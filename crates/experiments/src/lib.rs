@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-
 pub mod convai2;
 pub mod device;
 mod error;
