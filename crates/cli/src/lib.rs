@@ -26,6 +26,24 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use adaptable_experiments::ExperimentError;
 
+/// Where a sweep report's figures go: the report's directory and, inside it, a folder named after the
+/// report file (`docs/results/linear.md` → `docs/results/` and `linear`; `fallback` when it has no stem).
+fn report_figure_dir<'a>(
+    report: &'a std::path::Path,
+    fallback: &str,
+) -> (&'a std::path::Path, String) {
+    let dir = report
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = report
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(fallback)
+        .to_string();
+    (dir, name)
+}
+
 /// The progress bar of a sweep command (`linear`, `shallow`): one step per sweep value.
 fn sweep_progress(quiet: bool, total: usize) -> ProgressBar {
     let bar = if quiet {

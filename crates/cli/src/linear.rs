@@ -191,15 +191,7 @@ fn write_report(
     backend: Backend,
     finished: &[(Sweep, Vec<SummaryRecord>)],
 ) -> Result<(), ExperimentError> {
-    let report_dir = report
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let fig_dir_name = report
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("linear")
-        .to_string();
+    let (report_dir, fig_dir_name) = super::report_figure_dir(report, "linear");
     let fig_dir = report_dir.join(&fig_dir_name);
     let mut figures = Vec::new();
     let mut seconds = 0.0;

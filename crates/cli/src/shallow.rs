@@ -178,15 +178,7 @@ fn write_report(
     finished: &[(Sweep, Vec<SummaryRecord>)],
     seconds: f64,
 ) -> Result<(), ExperimentError> {
-    let report_dir = report
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let fig_dir_name = report
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("shallow")
-        .to_string();
+    let (report_dir, fig_dir_name) = super::report_figure_dir(report, "shallow");
     let fig_dir = report_dir.join(&fig_dir_name);
     let mut figures = Vec::new();
     for (sweep, _) in finished {
