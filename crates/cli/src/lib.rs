@@ -26,22 +26,42 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use adaptable_experiments::ExperimentError;
 
-/// Where a sweep report's figures go: the report's directory and, inside it, a folder named after the
-/// report file (`docs/results/linear.md` → `docs/results/` and `linear`; `fallback` when it has no stem).
-fn report_figure_dir<'a>(
-    report: &'a std::path::Path,
+/// Copies every finished sweep's `vary-<sweep>.png`/`.svg` from `out/<sweep>/` next to `report`, into a
+/// folder named after the report file (`docs/results/linear.md` → `docs/results/linear/`; `fallback`
+/// when it has no stem), and returns each sweep's figure path relative to the report.
+fn copy_sweep_figures<'a>(
+    report: &std::path::Path,
     fallback: &str,
-) -> (&'a std::path::Path, String) {
-    let dir = report
+    out: &std::path::Path,
+    sweeps: impl IntoIterator<Item = &'a adaptable_experiments::linear::Sweep>,
+) -> Result<Vec<(adaptable_experiments::linear::Sweep, String)>, ExperimentError> {
+    let report_dir = report
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let name = report
+    let fig_dir_name = report
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or(fallback)
         .to_string();
-    (dir, name)
+    let fig_dir = report_dir.join(&fig_dir_name);
+    let mut figures = Vec::new();
+    for sweep in sweeps {
+        let dir = out.join(sweep.symbol());
+        for ext in ["png", "svg"] {
+            let name = format!("vary-{}.{ext}", sweep.symbol());
+            let bytes = std::fs::read(dir.join(&name)).map_err(|source| ExperimentError::Io {
+                path: dir.join(&name),
+                source,
+            })?;
+            adaptable_experiments::io::write_atomic(&fig_dir.join(&name), &bytes)?;
+        }
+        figures.push((
+            *sweep,
+            format!("{fig_dir_name}/vary-{}.png", sweep.symbol()),
+        ));
+    }
+    Ok(figures)
 }
 
 /// The progress bar of a sweep command (`linear`, `shallow`): one step per sweep value.

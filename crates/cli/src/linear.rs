@@ -191,27 +191,14 @@ fn write_report(
     backend: Backend,
     finished: &[(Sweep, Vec<SummaryRecord>)],
 ) -> Result<(), ExperimentError> {
-    let (report_dir, fig_dir_name) = super::report_figure_dir(report, "linear");
-    let fig_dir = report_dir.join(&fig_dir_name);
-    let mut figures = Vec::new();
+    let figures =
+        super::copy_sweep_figures(report, "linear", &args.out, finished.iter().map(|(s, _)| s))?;
     let mut seconds = 0.0;
     for (sweep, _) in finished {
         let dir = args.out.join(sweep.symbol());
         if let Ok(m) = read_json::<SweepManifest>(&dir.join("manifest.json")) {
             seconds += m.seconds;
         }
-        for ext in ["png", "svg"] {
-            let name = format!("vary-{}.{ext}", sweep.symbol());
-            let bytes = std::fs::read(dir.join(&name)).map_err(|source| ExperimentError::Io {
-                path: dir.join(&name),
-                source,
-            })?;
-            write_atomic(&fig_dir.join(&name), &bytes)?;
-        }
-        figures.push((
-            *sweep,
-            format!("{fig_dir_name}/vary-{}.png", sweep.symbol()),
-        ));
     }
     // The theorems are about the population objective: check them there too (about a second).
     let population_check = if config.population || !config.sweeps.contains_key(&Sweep::Tasks) {

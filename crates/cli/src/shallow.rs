@@ -178,24 +178,12 @@ fn write_report(
     finished: &[(Sweep, Vec<SummaryRecord>)],
     seconds: f64,
 ) -> Result<(), ExperimentError> {
-    let (report_dir, fig_dir_name) = super::report_figure_dir(report, "shallow");
-    let fig_dir = report_dir.join(&fig_dir_name);
-    let mut figures = Vec::new();
-    for (sweep, _) in finished {
-        let dir = args.out.join(sweep.symbol());
-        for ext in ["png", "svg"] {
-            let name = format!("vary-{}.{ext}", sweep.symbol());
-            let bytes = std::fs::read(dir.join(&name)).map_err(|source| ExperimentError::Io {
-                path: dir.join(&name),
-                source,
-            })?;
-            write_atomic(&fig_dir.join(&name), &bytes)?;
-        }
-        figures.push((
-            *sweep,
-            format!("{fig_dir_name}/vary-{}.png", sweep.symbol()),
-        ));
-    }
+    let figures = super::copy_sweep_figures(
+        report,
+        "shallow",
+        &args.out,
+        finished.iter().map(|(s, _)| s),
+    )?;
     let c = config;
     let input = ShallowReportInput {
         sweeps: finished.to_vec(),
