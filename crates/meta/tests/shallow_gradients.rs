@@ -77,11 +77,20 @@ fn burn_loss(
     (r.clone() * r).sum().div_scalar(n as f64)
 }
 
+/// Shapes that reach every tile size of the fused pass: hidden units and input features leave
+/// remainders of 1, 3 and 2 after tiles of 4, and the sample counts give one partial chunk, and
+/// whole chunks followed by a partial one (chunks of 128 samples, forward tiles of 4 vectors).
 #[test]
 fn fused_pass_matches_autodiff_for_bare_networks() {
+    for (d, n) in [(5, 37), (7, 300), (10, 1000)] {
+        check_fused_pass(d, n);
+    }
+}
+
+fn check_fused_pass(d: usize, n: usize) {
     let device = Device::default();
     let ad = device.clone().autodiff();
-    let (d, problems, n) = (5, 4, 37);
+    let problems = 4;
     let data = samples(d, 2, 2, n);
     let refs: Vec<&ShallowSample> = data.iter().collect();
     let batch = ShallowBatch::from_samples(&refs).unwrap();
