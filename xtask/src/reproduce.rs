@@ -147,7 +147,7 @@ pub fn reproduce(root: &Path, args: &ReproduceArgs) -> Result<(), ReproduceError
                 if args.profile == Profile::Smoke {
                     ", cut-down epochs (seconds)"
                 } else {
-                    ", the authors' full protocol (about 15 min on 2 CPU cores)"
+                    ", the authors' full protocol (about 3 min on 2 CPU cores)"
                 }
             ),
             _ => println!(

@@ -104,24 +104,22 @@ pub fn run_shallow(args: &ShallowArgs, quiet: bool) -> Result<(), ExperimentErro
         .iter()
         .map(|&s| config.values(s).map_or(0, <[usize]>::len))
         .sum();
+    if args.fresh {
+        // Forget earlier results here, once, rather than per setting: the d sweep's default value
+        // and the T sweep's are the same setting, computed once per run and then reused.
+        remove_settings(&args.out)?;
+    }
     let bar = super::sweep_progress(quiet, total);
     let started = Instant::now();
     let mut computed = 0.0;
     let mut finished = Vec::new();
     for &sweep in &sweeps {
         bar.set_prefix(format!("vary {sweep}"));
-        let result = run_shallow_sweep(
-            &config,
-            sweep,
-            &args.out,
-            &options,
-            args.fresh,
-            |value, s| {
-                computed += s;
-                tracing::info!(sweep = %sweep, value, seconds = s, "setting done");
-                bar.inc(1);
-            },
-        )?;
+        let result = run_shallow_sweep(&config, sweep, &args.out, &options, false, |value, s| {
+            computed += s;
+            tracing::info!(sweep = %sweep, value, seconds = s, "setting done");
+            bar.inc(1);
+        })?;
         let dir = args.out.join(sweep.symbol());
         write_shallow_outputs(&dir, &result, config.task.rank)?;
         eprintln!("{}", one_line_summary(sweep, &result.summary));
@@ -225,6 +223,16 @@ fn write_report(
         defaults: (c.task.tasks, c.task.dim),
     };
     write_atomic(report, render_shallow_report(&input).as_bytes())
+}
+
+/// Removes the finished settings under `out` (for `--fresh`).
+fn remove_settings(out: &std::path::Path) -> Result<(), ExperimentError> {
+    let dir = out.join("settings");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ExperimentError::Io { path: dir, source }),
+    }
 }
 
 /// The CPU's model name from `/proc/cpuinfo`, or `unknown`.
