@@ -1,9 +1,14 @@
-//! `cargo xtask bench encoder`: Burn encoder throughput, and the ratio against PyTorch on the same
+//! `cargo xtask bench encoder|train`: Burn throughput, and the ratio against PyTorch on the same
 //! shapes when a local Python (`$PYTHON`, default `python3`) has torch.
 //!
-//! Runs `cargo bench -p adaptable-models --bench encoder -- <args>` (release profile, default CPU
-//! backend) and, if `$PYTHON -c "import torch"` succeeds, `$PYTHON scripts/bench_encoder_torch.py
-//! <args>`. Both print `BENCH shape=… mode=… tokens_per_s=…` lines; the ratios are printed at the
+//! - `encoder`: the bare encoder, forward and forward+backward (`--bench encoder`,
+//!   scripts/bench_encoder_torch.py);
+//! - `train`: the three ConvAI2 training steps, SR, LoRA-ML and LoRA fine-tuning (`--bench train`,
+//!   scripts/bench_train_torch.py).
+//!
+//! Runs `cargo bench -p adaptable-cli --bench NAME -- <args>` (release profile, default CPU
+//! backend) and, if `$PYTHON -c "import torch"` succeeds, the PyTorch script with the same
+//! arguments. Both print `BENCH shape=… mode=… tokens_per_s=…` lines; the ratios are printed at the
 //! end. Record results in docs/benchmarks.md.
 
 use std::collections::BTreeMap;
@@ -14,7 +19,7 @@ use std::process::{Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// An unknown benchmark name.
-    #[error("unknown benchmark {0:?}: expected \"encoder\"")]
+    #[error("unknown benchmark {0:?}: expected \"encoder\" or \"train\"")]
     Unknown(String),
     /// A command could not be started or failed.
     #[error("{what} failed: {message}")]
@@ -29,22 +34,20 @@ pub enum BenchError {
 /// `(shape, mode) → tokens/s` parsed from `BENCH` lines.
 type Results = BTreeMap<(String, String), f64>;
 
-/// Runs benchmark `name` (only `"encoder"`) from `workspace_root`, passing `args` through
+/// Runs benchmark `name` (`"encoder"` or `"train"`) from `workspace_root`, passing `args` through
 /// (`--shapes minilm,roberta-base --iters N --batch B --seq L --profile --backend flex|ndarray`).
 /// The default build uses flex (with run-time selected AVX-512 `gemm` kernels); `--backend ndarray`
 /// builds the benchmark with the ndarray backend instead.
 pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), BenchError> {
-    if name != "encoder" {
-        return Err(BenchError::Unknown(name.to_string()));
-    }
+    let script = match name {
+        "encoder" => "scripts/bench_encoder_torch.py",
+        "train" => "scripts/bench_train_torch.py",
+        _ => return Err(BenchError::Unknown(name.to_string())),
+    };
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(workspace_root).args([
-        "bench",
-        "-p",
-        "adaptable-models",
-        "--bench",
-        "encoder",
-    ]);
+    cargo
+        .current_dir(workspace_root)
+        .args(["bench", "-p", "adaptable-cli", "--bench", name]);
     if args
         .windows(2)
         .any(|w| w[0] == "--backend" && w[1] == "ndarray")
@@ -66,7 +69,7 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
     }
     let burn = run_and_parse(
         cargo.arg("--").args(args),
-        "cargo bench -p adaptable-models --bench encoder",
+        &format!("cargo bench -p adaptable-cli --bench {name}"),
     )?;
 
     // `PYTHON` picks the interpreter (e.g. a virtual environment's) that has torch.
@@ -86,9 +89,9 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
     let torch = run_and_parse(
         Command::new(&python)
             .current_dir(workspace_root)
-            .arg("scripts/bench_encoder_torch.py")
+            .arg(script)
             .args(torch_args(args)),
-        "python3 scripts/bench_encoder_torch.py",
+        &format!("python3 {script}"),
     )?;
     println!(
         "\n{:<14} {:<18} {:>12} {:>12} {:>8}",

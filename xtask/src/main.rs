@@ -2,7 +2,7 @@
 //!
 //! - `reproduce [linear|convai2|shallow|all]`: run the paper's experiments and write the reports;
 //! - `fetch-model <minilm|roberta-base>`: place pretrained weights where the project finds them;
-//! - `bench encoder`: encoder throughput against PyTorch.
+//! - `bench encoder|train`: encoder throughput, or the three training steps, against PyTorch.
 
 mod bench;
 mod fetch_model;
@@ -36,7 +36,7 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Run a benchmark (`encoder`); extra arguments are passed through.
+    /// Run a benchmark (`encoder` or `train`); extra arguments are passed through.
     Bench {
         /// Which benchmark.
         name: String,
