@@ -1,25 +1,32 @@
 //! `adaptable retrain`: SR, LoRA-ML, last-layer-ML or Reptile on your own JSONL tasks, from any
 //! BERT/RoBERTa directory, written back as a Hugging Face model directory with a report.
+//!
+//! A run checkpoints every epoch into a hidden sibling of `--out` (`.NAME.checkpoint/`, with the
+//! options it was started with in `run.json`); rerunning the same command after a crash or a kill
+//! resumes from the last finished epoch and ends with the same model. The checkpoint is removed once
+//! `--out` is written.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use adaptable_meta::TaskData;
+use adaptable_meta::checkpoint::CheckpointDir;
 use adaptable_meta::retrain::{
-    RetrainConfig, RetrainMethod, RetrainObserver, RetrainOutcome, prepare, retrain,
+    RetrainConfig, RetrainMethod, RetrainOutcome, RetrainState, prepare, retrain,
 };
 use adaptable_models::LoraTargets;
 use adaptable_tasks::text::TextTask;
 use adaptable_text::{TextModel, TextTaskData, export_retrained};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::text_common::{
     OutState, TextDataArgs, check_out, model_dir, text_error, write_dir_atomically,
 };
 use adaptable_experiments::ExperimentError;
+use adaptable_experiments::checkpointed::CheckpointedRun;
 use adaptable_experiments::device::Backend;
-use adaptable_experiments::io::write_json;
+use adaptable_experiments::io::{read_json, write_hook, write_json};
 use adaptable_experiments::seed::derive_seed;
 
 /// The report file of a finished run; its presence marks `--out` as done.
@@ -117,13 +124,70 @@ struct RetrainReport {
     tasks: Vec<TaskReport>,
 }
 
-/// A progress bar over optimizer steps.
-struct Progress(ProgressBar);
+/// The options a checkpoint was started with (`run.json`): a rerun resumes it only with the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RunKey {
+    model: PathBuf,
+    tasks: Vec<PathBuf>,
+    method: String,
+    rank: usize,
+    targets: String,
+    epochs: usize,
+    lr: f64,
+    heldout_fraction: f64,
+    max_len: usize,
+    batch_size: usize,
+    seed: u64,
+    device: String,
+}
 
-impl RetrainObserver<TextModel> for Progress {
-    fn on_step(&mut self, _step: usize) {
-        self.0.inc(1);
+impl RunKey {
+    fn of(args: &RetrainArgs, method: RetrainMethod) -> Self {
+        // Absolute paths, so that the same run started from another directory still matches.
+        let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        Self {
+            model: absolute(&args.model),
+            tasks: args.tasks.iter().map(|t| absolute(t)).collect(),
+            method: method.id().to_string(),
+            rank: args.rank,
+            targets: args.targets.to_string(),
+            epochs: args.epochs,
+            lr: args.lr,
+            heldout_fraction: args.data.heldout_fraction,
+            max_len: args.data.max_len,
+            batch_size: args.data.batch_size,
+            seed: args.data.seed,
+            device: args.data.device.clone(),
+        }
     }
+}
+
+/// The checkpoint directory of the run writing `out`: its hidden sibling `.NAME.checkpoint`.
+pub fn checkpoint_root(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    out.with_file_name(format!(".{name}.checkpoint"))
+}
+
+/// Opens the checkpoint at `root` for the run `key`: creates it, or checks that the one there was
+/// started with the same options.
+fn open_checkpoint(root: &Path, key: &RunKey) -> Result<CheckpointDir, ExperimentError> {
+    let manifest = root.join("run.json");
+    if manifest.is_file() {
+        let found: RunKey = read_json(&manifest)?;
+        if &found != key {
+            return Err(ExperimentError::InvalidOption(format!(
+                "{} holds the checkpoint of a retraining with other options (see its run.json); \
+                 rerun with those options to resume it, or delete the directory to start afresh",
+                root.display()
+            )));
+        }
+    } else {
+        write_json(&manifest, key)?;
+    }
+    Ok(CheckpointDir::new(root.join("epochs")).with_write_hook(write_hook()))
 }
 
 /// Runs `adaptable retrain`.
@@ -156,10 +220,22 @@ pub fn run_retrain(args: &RetrainArgs, quiet: bool) -> Result<(), ExperimentErro
     let model = TextModel::from_pretrained(&args.model, classes, args.targets, &device)
         .map_err(text_error)?;
     let model = prepare(model, method, data.len(), &config, &device)?;
-    let steps = match method {
+    let root = checkpoint_root(&args.out);
+    let checkpoints = open_checkpoint(&root, &RunKey::of(args, method))?;
+    let resume = checkpoints.load(&model, config.optim.optimizer())?;
+    let done = resume.as_ref().map_or(0, RetrainState::epochs_done);
+    if done > 0 && !quiet {
+        println!(
+            "resuming from epoch {done} of {} (checkpoint {})",
+            args.epochs,
+            root.display()
+        );
+    }
+    let per_epoch = match method {
         RetrainMethod::Reptile => data.len(),
         _ => data.iter().map(TaskData::train_len).sum(),
-    } * args.epochs;
+    };
+    let steps = args.epochs.saturating_sub(done) * per_epoch;
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -173,15 +249,19 @@ pub fn run_retrain(args: &RetrainArgs, quiet: bool) -> Result<(), ExperimentErro
         .progress_chars("=> "),
     );
     bar.set_prefix(method.id());
-    let mut progress = Progress(bar);
-    let outcome = retrain(model, &data, method, &config, &mut progress, None)?;
-    progress.0.finish_and_clear();
+    let mut run = CheckpointedRun::new(checkpoints, bar, &device, args.data.seed, method.id());
+    let outcome = retrain(model, &data, method, &config, &mut run, resume)?;
+    run.bar().finish_and_clear();
 
     let report = report(args, method, &tasks, &data, &outcome);
     write_dir_atomically(&args.out, |dir| {
         export_retrained(&outcome.best, &args.model, dir).map_err(text_error)?;
         write_json(&dir.join(RETRAIN_REPORT), &report)
     })?;
+    // The result is safe in --out; a checkpoint left behind would only cost disk.
+    if let Err(e) = std::fs::remove_dir_all(&root) {
+        tracing::warn!("could not remove the checkpoint {}: {e}", root.display());
+    }
     for e in &report.epochs {
         println!(
             "epoch {}: train loss {:.4}, held-out accuracy {}",

@@ -170,6 +170,111 @@ fn retrain_then_finetune_then_evaluate_on_the_shipped_tasks() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `adaptable retrain` killed at every durable write of its checkpoints in turn (the process aborts
+/// as `kill -9` would), then rerun with the same command, ends with the weights and report of a run
+/// that was never interrupted, and removes its checkpoint.
+#[test]
+fn a_killed_retraining_resumes_to_the_same_model() {
+    let dir = scratch("resume");
+    let model = tiny_model_dir(&dir);
+    let (pets, family) = (task("pets"), task("family"));
+    let run = |out: &Path, fault: Option<usize>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_adaptable"));
+        cmd.args([
+            "-q",
+            "retrain",
+            "--model",
+            model.to_str().unwrap(),
+            "--tasks",
+        ])
+        .args([pets.as_str(), family.as_str()])
+        .args([
+            "--method", "lora-ml", "--rank", "2", "--lr", "1e-3", "--epochs", "2",
+        ])
+        .args(["--max-len", "40", "--out", out.to_str().unwrap()])
+        .env_remove("RUST_LOG");
+        if let Some(n) = fault {
+            cmd.env("ADAPTABLE_FAULT_AFTER_WRITES", n.to_string());
+        }
+        cmd.output().expect("run adaptable")
+    };
+    let reference = dir.join("reference");
+    ok(&run(&reference, None));
+    let weights = std::fs::read(reference.join("model.safetensors")).expect("weights");
+    let report = read_json(&reference.join("retrain-report.json"));
+    let checkpoint = |out: &Path| {
+        dir.join(format!(
+            ".{}.checkpoint",
+            out.file_name().unwrap().to_string_lossy()
+        ))
+    };
+    assert!(
+        !checkpoint(&reference).exists(),
+        "a finished run removes its checkpoint"
+    );
+
+    let mut crash_points = 0;
+    let mut resumed_a_finished_epoch = false;
+    for n in 1.. {
+        assert!(n < 100, "the run never finished within 100 writes");
+        let out = dir.join(format!("crash-{n}"));
+        let crashed = run(&out, Some(n));
+        if crashed.status.success() {
+            break; // n is past the run's last write: every crash point was tried
+        }
+        let stderr = String::from_utf8_lossy(&crashed.stderr);
+        assert!(stderr.contains("fault injection"), "write {n}: {stderr}");
+        assert!(
+            !out.exists(),
+            "write {n}: --out appeared before the run finished"
+        );
+        crash_points += 1;
+        resumed_a_finished_epoch |= checkpoint(&out).join("epochs/epoch-0001").is_dir();
+        ok(&run(&out, None));
+        assert!(
+            std::fs::read(out.join("model.safetensors")).expect("weights") == weights,
+            "write {n}: the resumed run's weights differ"
+        );
+        let resumed = read_json(&out.join("retrain-report.json"));
+        assert_eq!(resumed["epochs"], report["epochs"], "write {n}");
+        assert_eq!(resumed["best_epoch"], report["best_epoch"], "write {n}");
+        assert!(
+            !checkpoint(&out).exists(),
+            "write {n}: checkpoint left behind"
+        );
+    }
+    assert!(crash_points >= 4, "only {crash_points} crash points");
+    assert!(
+        resumed_a_finished_epoch,
+        "no crash came after a finished epoch"
+    );
+
+    // Different options do not resume someone else's checkpoint.
+    let out = dir.join("crash-other");
+    assert!(!run(&out, Some(3)).status.success());
+    let other = adaptable(&[
+        "-q",
+        "retrain",
+        "--model",
+        model.to_str().unwrap(),
+        "--tasks",
+        pets.as_str(),
+        "--method",
+        "sr",
+        "--epochs",
+        "2",
+        "--max-len",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(
+        &other,
+        "holds the checkpoint of a retraining with other options",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_inputs_are_one_line_and_leave_nothing_behind() {
     let dir = scratch("bad");

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod checkpointed;
 pub mod convai2;
 pub mod device;
 mod error;

@@ -13,7 +13,7 @@ use adaptable_meta::{
     MetaError, MetaModel, TaskData,
     checkpoint::CheckpointDir,
     finetune::{FinetuneMethod, finetune},
-    retrain::{RetrainMethod, RetrainObserver, RetrainState, prepare, retrain},
+    retrain::{RetrainMethod, RetrainState, prepare, retrain},
 };
 use adaptable_models::{
     EncoderConfig, LoraTargets, ModelType, SequenceClassifierConfig, TextTokenizer,
@@ -33,6 +33,7 @@ use super::{
 };
 use crate::{
     ExperimentError,
+    checkpointed::CheckpointedRun,
     io::{read_json, write_hook, write_json},
     seed::derive_seed,
 };
@@ -244,29 +245,6 @@ fn bar(progress: &MultiProgress, len: usize, prefix: String) -> ProgressBar {
     );
     bar.set_prefix(prefix);
     bar
-}
-
-/// The observer of a retraining run: progress, reseeding, and a checkpoint unit after every epoch.
-struct Checkpointer {
-    checkpoints: CheckpointDir,
-    bar: ProgressBar,
-    /// Reseeds the device's random stream (dropout) for the epoch that starts, so that a resumed run
-    /// draws exactly what an uninterrupted one does.
-    reseed: Box<dyn Fn(usize)>,
-}
-
-impl RetrainObserver<ConvaiModel> for Checkpointer {
-    fn on_epoch_start(&mut self, epoch: usize) {
-        (self.reseed)(epoch - 1);
-    }
-
-    fn on_step(&mut self, _step: usize) {
-        self.bar.inc(1);
-    }
-
-    fn on_epoch(&mut self, state: &RetrainState<ConvaiModel>) -> Result<(), MetaError> {
-        self.checkpoints.save(state)
-    }
 }
 
 /// The checkpoints of the retraining run in `dir`; their writes report to the process's write hook.
@@ -882,24 +860,17 @@ fn retrain_one(
         _ => tasks.iter().map(TaskData::train_len).sum(),
     };
     let remaining = profile.retrain.optim.epochs.saturating_sub(done) * per_epoch;
-    let reseed = {
-        let device = device.clone();
-        move |epochs_done: usize| {
-            device.seed(derive_seed(
-                seed as u64,
-                &["retrain-epoch", method.id(), &epochs_done.to_string()],
-            ));
-        }
-    };
-    let mut checkpointer = Checkpointer {
+    let mut checkpointer = CheckpointedRun::new(
         checkpoints,
-        bar: bar(
+        bar(
             &options.progress,
             remaining,
             format!("retrain {} seed {seed}", method.id()),
         ),
-        reseed: Box::new(reseed),
-    };
+        device,
+        seed as u64,
+        method.id(),
+    );
     let trainable = prepared.trainable_params();
     let t0 = Instant::now();
     let outcome = retrain(
@@ -910,7 +881,7 @@ fn retrain_one(
         &mut checkpointer,
         resume,
     );
-    checkpointer.bar.finish_and_clear();
+    checkpointer.bar().finish_and_clear();
     let record = match outcome {
         Ok(outcome) => {
             RetrainRecord::finished(key, &outcome, trainable, t0.elapsed().as_secs_f64())
