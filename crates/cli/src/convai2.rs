@@ -7,7 +7,9 @@ use clap::{Args, Subcommand};
 
 use adaptable_experiments::{
     ExperimentError,
-    convai2::{Convai2Profile, Convai2Run, Convai2RunOptions, report_dir, write_outputs},
+    convai2::{
+        Convai2Profile, Convai2Run, Convai2RunOptions, PairFormatSetting, report_dir, write_outputs,
+    },
     device::Backend,
     io::ensure_writable_dir,
 };
@@ -51,6 +53,11 @@ pub struct Convai2RunArgs {
     /// Print the runs and an estimate of their cost, and run nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Pair format instead of the profile's: `paper` (each segment with its own special tokens,
+    /// concatenated; token types 0) or `native` (the model's pair template, token types 0/1).
+    /// Results then go to results/convai2/PROFILE-FORMAT by default, apart from the profile's own.
+    #[arg(long, value_parser = parse_pair_format)]
+    pub pair_format: Option<PairFormatSetting>,
     /// Output directory [default: results/convai2/PROFILE].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -143,6 +150,14 @@ fn parse_seed_range(text: &str) -> Result<Range<usize>, String> {
     Ok(range)
 }
 
+fn parse_pair_format(text: &str) -> Result<PairFormatSetting, String> {
+    match text {
+        "paper" => Ok(PairFormatSetting::Paper),
+        "native" => Ok(PairFormatSetting::Native),
+        other => Err(format!("`{other}`: expected paper or native")),
+    }
+}
+
 fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), ExperimentError> {
     let started = std::time::Instant::now();
     let mut profile = Convai2Profile::resolve(&args.profile)?;
@@ -156,6 +171,9 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
     }
     if let Some(data) = &args.data {
         profile.data.path = Some(data.clone());
+    }
+    if let Some(format) = args.pair_format {
+        profile.data.pair_format = Some(format);
     }
     if !args.methods.is_empty() {
         let known: Vec<&str> = profile.methods.iter().map(|m| m.id()).collect();
@@ -175,6 +193,11 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         .and_then(|s| s.to_str())
         .unwrap_or("custom")
         .to_string();
+    let name = match args.pair_format {
+        Some(PairFormatSetting::Paper) => format!("{name}-paper-format"),
+        Some(PairFormatSetting::Native) => format!("{name}-native-format"),
+        None => name,
+    };
     let out = args
         .out
         .clone()
@@ -306,6 +329,13 @@ fn run_workers(
         }
         if let Some(data) = &args.data {
             cmd.arg("--data").arg(data);
+        }
+        if let Some(format) = args.pair_format {
+            let name = match format {
+                PairFormatSetting::Paper => "paper",
+                PairFormatSetting::Native => "native",
+            };
+            cmd.args(["--pair-format", name]);
         }
         // mimalloc reads its options when a process starts: workers, which do the training, keep
         // freed memory instead of purging it after 1 s and page-faulting it back in (≈ 10 % of a
