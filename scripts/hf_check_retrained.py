@@ -9,10 +9,14 @@ absolute difference and exits 1 when it exceeds --tol (default 1e-4).
 Needs: torch, transformers.
 
 Usage:
-    cargo run --release -p adaptable-experiments --bin adaptable -- retrain --model models/minilm \
+    cargo build --release -p adaptable-cli
+    target/release/adaptable retrain --model models/minilm \
         --tasks datasets/text-tasks/pets.jsonl datasets/text-tasks/family.jsonl \
         datasets/text-tasks/food.jsonl --method lora-ml --out /tmp/retrained
     python3 scripts/hf_check_retrained.py /tmp/retrained [--adaptable target/release/adaptable]
+
+`cargo test --release -p adaptable-cli --test hf_interop` runs both steps when a Python with torch and
+transformers is found (ADAPTABLE_PYTHON, else python3).
 """
 
 import argparse
