@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod dropout;
 mod error;
 pub mod factors;
 pub mod linear;

@@ -16,7 +16,7 @@
 //! use adaptable_lora::linear::LoraLinearConfig;
 //! use burn::tensor::{Device, Tensor};
 //!
-//! let device = Device::default(); // the first compiled backend: flex by default
+//! let device = Device::default(); // the first backend compiled in (a feature: flex, ndarray or wgpu)
 //! let config = LoraLinearConfig::new(8, 4)
 //!     .with_lora(Some(LoraConfig::new(2).with_alpha(4.0)))
 //!     .with_tasks(3);
@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+use crate::dropout::dropout;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::module::linear;
@@ -262,7 +263,7 @@ impl LoraLinear {
         match task {
             Some(t) if self.rank > 0 => {
                 let base = self.base.forward(input.clone());
-                let down = linear(self.dropout.forward(input), self.lora_a[t].val(), None);
+                let down = linear(dropout(&self.dropout, input), self.lora_a[t].val(), None);
                 let up = linear(down, self.lora_b[t].val(), None);
                 base + up.mul_scalar(self.scale)
             }

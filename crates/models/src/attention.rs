@@ -1,5 +1,6 @@
 //! Multi-head self-attention with padding mask, adapted projections and the post-LayerNorm residual.
 
+use adaptable_lora::dropout::dropout;
 use adaptable_lora::linear::LoraLinear;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
@@ -77,9 +78,7 @@ impl SelfAttention {
         } else {
             attention_rows(q, k, v, mask_bias.reshape([batch, seq]), self.num_heads)
         };
-        let out = self
-            .dropout
-            .forward(self.output.forward_with(context, adapter));
+        let out = dropout(&self.dropout, self.output.forward_with(context, adapter));
         normalize(&self.norm, self.layer_norm_eps, out + rows).reshape([batch, seq, hidden])
     }
 
@@ -96,7 +95,7 @@ impl SelfAttention {
         // Scaling q (B·L·h values) is cheaper than scaling the B·heads·L·L scores.
         let q = q.mul_scalar(1.0 / (head_dim as f64).sqrt());
         let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
-        self.attention_dropout.forward(softmax(scores, 3)).matmul(v)
+        dropout(&self.attention_dropout, softmax(scores, 3)).matmul(v)
     }
 }
 

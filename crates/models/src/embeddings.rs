@@ -1,5 +1,6 @@
 //! Word + position + token-type embeddings, LayerNorm and dropout.
 
+use adaptable_lora::dropout::dropout;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor};
@@ -87,7 +88,9 @@ impl Embeddings {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_types);
-        self.dropout
-            .forward(normalize(&self.layer_norm, self.layer_norm_eps, x))
+        dropout(
+            &self.dropout,
+            normalize(&self.layer_norm, self.layer_norm_eps, x),
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! Task heads: RoBERTa's sequence-classification head (one per task) and the multiple-choice head.
 
+use adaptable_lora::dropout::dropout;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
@@ -42,9 +43,9 @@ impl ClassificationHead {
 
     /// Logits `[batch, num_labels]` from the encoder output `[batch, seq, h]`.
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
-        let x = self.dropout.forward(first_token(hidden));
+        let x = dropout(&self.dropout, first_token(hidden));
         let x = self.dense.forward(x).tanh();
-        self.out_proj.forward(self.dropout.forward(x))
+        self.out_proj.forward(dropout(&self.dropout, x))
     }
 }
 
@@ -208,7 +209,7 @@ impl MultipleChoiceModel {
             None => first_token(hidden),
         };
         self.classifier
-            .forward(self.dropout.forward(pooled))
+            .forward(dropout(&self.dropout, pooled))
             .reshape([rows / num_choices.max(1), num_choices.max(1)])
     }
 }

@@ -1,5 +1,6 @@
 //! One post-LayerNorm transformer encoder layer.
 
+use adaptable_lora::dropout::dropout;
 use adaptable_lora::linear::{LoraLinear, LoraLinearConfig};
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
@@ -62,9 +63,7 @@ impl EncoderLayer {
             Activation::GeluTanh => gelu_approximate(inner),
             Activation::Relu => relu(inner),
         };
-        let out = self
-            .dropout
-            .forward(self.output.forward_with(inner, adapter));
+        let out = dropout(&self.dropout, self.output.forward_with(inner, adapter));
         normalize(&self.output_norm, self.layer_norm_eps, out + h).reshape([batch, seq, hidden])
     }
 }

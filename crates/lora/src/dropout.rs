@@ -1,0 +1,181 @@
+//! Dropout with a fast mask on the CPU backends.
+//!
+//! Burn's [`Dropout`] samples every mask element from the device's random stream as a float, compares
+//! it with the keep probability, and multiplies twice (by the mask, then by `1/keep`). On Flex the
+//! sampling alone took 12 % of a standard-retraining step of the encoder and 35 % of a LoRA-ML step,
+//! which also masks the input of each of the six adapted linears of every layer (perf profile of the
+//! ConvAI2 workers; docs/benchmarks.md). [`dropout`] computes the same function — the identity
+//! outside training or without autodiff, otherwise `x ⊙ m` with `m = 1/keep` with probability `keep`
+//! and 0 otherwise — with a cheaper mask: one 64-bit seed is drawn from the device's random stream
+//! per call, so [`Device::seed`](burn::tensor::Device::seed) still fixes every mask, and on Flex and
+//! NdArray the host expands it with SplitMix64, two mask elements per 64-bit output. Other backends
+//! sample the mask with their own generator.
+//!
+//! Every dropout of the crate and of the encoder goes through [`dropout`]; the module stays Burn's
+//! [`Dropout`], so records and checkpoints are unchanged.
+
+use burn::backend::{Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::nn::Dropout;
+use burn::tensor::{Distribution, Tensor, TensorData};
+
+/// `input` with each element zeroed with probability `dropout.prob` and the others scaled by
+/// `1 / (1 − prob)`, when `dropout` is training and `input` is on an autodiff device; else `input`.
+pub fn dropout<const D: usize>(dropout: &Dropout, input: Tensor<D>) -> Tensor<D> {
+    let device = input.device();
+    if !dropout.training.is_enabled() || !device.is_autodiff() || dropout.prob == 0.0 {
+        return input;
+    }
+    let seed = Tensor::<1>::random([2], Distribution::Default, &device)
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_or(0, |v| {
+            v.iter()
+                .fold(0_u64, |s, x| (s << 32) | u64::from(x.to_bits()))
+        });
+    let mask = Tensor::<D>::from_dispatch(<burn::backend::Dispatch as DropoutOps>::dropout_mask(
+        input.clone().into_dispatch(),
+        1.0 - dropout.prob,
+        seed,
+    ));
+    input * mask
+}
+
+/// The dropout mask as a backend operation, so that the CPU backends can build it on the host.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "wgpu"),
+    Autodiff,
+)]
+pub trait DropoutOps: Backend {
+    /// A tensor shaped like `like` whose elements are `1 / keep` with probability `keep` and 0
+    /// otherwise. `seed` drives the host implementation; the default samples with the backend's
+    /// own generator and ignores it.
+    fn dropout_mask(like: FloatTensor<Self>, keep: f64, _seed: u64) -> FloatTensor<Self> {
+        let mask = Self::float_random(
+            like.shape(),
+            Distribution::Bernoulli(keep),
+            &like.device(),
+            like.dtype().into(),
+        );
+        Self::float_mul_scalar(mask, (1.0 / keep).into())
+    }
+}
+
+/// The mask built on the host (for backends whose tensors live in host memory).
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn host_mask<B: Backend>(like: FloatTensor<B>, keep: f64, seed: u64) -> FloatTensor<B> {
+    let shape = like.shape();
+    let values = mask_values(shape.num_elements(), keep, seed);
+    B::float_from_data(TensorData::new(values, shape), &like.device())
+}
+
+#[cfg(feature = "flex")]
+impl DropoutOps for burn::backend::Flex {
+    fn dropout_mask(like: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+        host_mask::<Self>(like, keep, seed)
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl DropoutOps for burn::backend::NdArray {
+    fn dropout_mask(like: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+        host_mask::<Self>(like, keep, seed)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl DropoutOps for burn::backend::Cube {}
+
+impl<B: Backend + DropoutOps, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    DropoutOps for burn::backend::Autodiff<B, C>
+{
+    fn dropout_mask(like: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+        // A constant of the graph: no gradient flows into the mask.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::dropout_mask(
+            like.into_primitive(),
+            keep,
+            seed,
+        ))
+    }
+}
+
+/// `n` mask values: `1 / keep` with probability `keep`, else 0; SplitMix64 from `seed`, the low
+/// and high 32 bits of each output deciding two elements.
+pub fn mask_values(n: usize, keep: f64, seed: u64) -> Vec<f32> {
+    // Keep when the 32-bit draw is below keep · 2³².
+    let threshold = (keep.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
+    let scale = (1.0 / keep) as f32;
+    let value = |bits: u64| if bits < threshold { scale } else { 0.0 };
+    let mut state = seed;
+    let mut out = vec![0.0_f32; n];
+    for pair in out.chunks_mut(2) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        pair[0] = value(z & 0xFFFF_FFFF);
+        if let Some(second) = pair.get_mut(1) {
+            *second = value(z >> 32);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::DropoutConfig;
+    use burn::tensor::Device;
+
+    use super::*;
+
+    #[test]
+    fn the_mask_keeps_the_right_fraction_at_the_right_scale() {
+        for keep in [0.9, 0.5, 0.25] {
+            let n = 200_000;
+            let mask = mask_values(n, keep, 42);
+            let kept = mask.iter().filter(|&&m| m != 0.0).count() as f64 / n as f64;
+            // Binomial standard error is at most 0.0012 here; 5 of them.
+            assert!((kept - keep).abs() < 0.006, "keep {keep}: kept {kept}");
+            assert!(mask.iter().all(|&m| m == 0.0 || m == (1.0 / keep) as f32));
+            let mean = mask.iter().map(|&m| f64::from(m)).sum::<f64>() / n as f64;
+            assert!((mean - 1.0).abs() < 0.02, "keep {keep}: mean {mean}");
+        }
+        assert_ne!(mask_values(64, 0.5, 1), mask_values(64, 0.5, 2));
+        assert_eq!(mask_values(63, 0.5, 7), mask_values(63, 0.5, 7));
+    }
+
+    #[test]
+    fn dropout_is_seeded_by_the_device_and_passes_gradients_through_the_mask() {
+        let device = Device::default().autodiff();
+        let layer = DropoutConfig::new(0.3).init();
+        let run = |seed: u64| {
+            device.seed(seed);
+            let x = Tensor::<2>::ones([64, 48], &device).require_grad();
+            let y = dropout(&layer, x.clone());
+            let grads = y.clone().sum().backward();
+            let grad = x.grad(&grads).expect("gradient").to_data();
+            (y.into_data(), grad)
+        };
+        let (y1, g1) = run(5);
+        let (y2, g2) = run(5);
+        let (y3, _) = run(6);
+        assert_eq!(y1, y2, "same device seed, same mask");
+        assert_eq!(g1, g2);
+        assert_ne!(y1, y3, "another seed, another mask");
+        // With x = 1 the output is the mask itself, and so is the gradient of its sum.
+        assert_eq!(y1, g1);
+        let values = y1.try_to_vec::<f32>().expect("f32");
+        let kept = values.iter().filter(|&&v| v != 0.0).count() as f64 / values.len() as f64;
+        assert!((kept - 0.7).abs() < 0.05, "kept {kept}");
+    }
+
+    #[test]
+    fn without_training_or_autodiff_dropout_is_the_identity() {
+        let plain = Device::default();
+        let layer = DropoutConfig::new(0.5).init();
+        let x = Tensor::<2>::ones([4, 4], &plain);
+        assert_eq!(dropout(&layer, x.clone()).into_data(), x.into_data());
+    }
+}
