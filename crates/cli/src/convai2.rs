@@ -151,11 +151,10 @@ fn parse_seed_range(text: &str) -> Result<Range<usize>, String> {
 }
 
 fn parse_pair_format(text: &str) -> Result<PairFormatSetting, String> {
-    match text {
-        "paper" => Ok(PairFormatSetting::Paper),
-        "native" => Ok(PairFormatSetting::Native),
-        other => Err(format!("`{other}`: expected paper or native")),
-    }
+    [PairFormatSetting::Paper, PairFormatSetting::Native]
+        .into_iter()
+        .find(|f| f.id() == text)
+        .ok_or_else(|| format!("`{text}`: expected paper or native"))
 }
 
 fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), ExperimentError> {
@@ -194,8 +193,7 @@ fn run_profile_command(args: &Convai2RunArgs, quiet: bool) -> Result<(), Experim
         .unwrap_or("custom")
         .to_string();
     let name = match args.pair_format {
-        Some(PairFormatSetting::Paper) => format!("{name}-paper-format"),
-        Some(PairFormatSetting::Native) => format!("{name}-native-format"),
+        Some(format) => format!("{name}-{}-format", format.id()),
         None => name,
     };
     let out = args
@@ -331,11 +329,7 @@ fn run_workers(
             cmd.arg("--data").arg(data);
         }
         if let Some(format) = args.pair_format {
-            let name = match format {
-                PairFormatSetting::Paper => "paper",
-                PairFormatSetting::Native => "native",
-            };
-            cmd.args(["--pair-format", name]);
+            cmd.args(["--pair-format", format.id()]);
         }
         // mimalloc reads its options when a process starts: workers, which do the training, keep
         // freed memory instead of purging it after 1 s and page-faulting it back in (≈ 10 % of a
