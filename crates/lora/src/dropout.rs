@@ -7,7 +7,7 @@
 //! ConvAI2 workers; docs/benchmarks.md). [`dropout`] computes the same function — the identity
 //! outside training or without autodiff, otherwise `x ⊙ m` with `m = 1/keep` with probability `keep`
 //! and 0 otherwise — with a cheaper mask: one 64-bit seed is drawn from the device's random stream
-//! per call, so [`Device::seed`](burn::tensor::Device::seed) still fixes every mask, and on Flex and
+//! per call (as a tensor, read only by the host backends), so [`Device::seed`](burn::tensor::Device::seed) still fixes every mask, and on Flex and
 //! NdArray the host expands it with SplitMix64, two mask elements per 64-bit output. Other backends
 //! sample the mask with their own generator.
 //!
@@ -25,17 +25,13 @@ pub fn dropout<const D: usize>(dropout: &Dropout, input: Tensor<D>) -> Tensor<D>
     if !dropout.training.is_enabled() || !device.is_autodiff() || dropout.prob == 0.0 {
         return input;
     }
-    let seed = Tensor::<1>::random([2], Distribution::Default, &device)
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_or(0, |v| {
-            v.iter()
-                .fold(0_u64, |s, x| (s << 32) | u64::from(x.to_bits()))
-        });
+    // The seed stays a tensor: a backend that samples the mask itself never reads it, so a GPU
+    // is not synchronised once per dropout.
+    let seed = Tensor::<1>::random([2], Distribution::Default, &device);
     let mask = Tensor::<D>::from_dispatch(<burn::backend::Dispatch as DropoutOps>::dropout_mask(
         input.clone().into_dispatch(),
         1.0 - dropout.prob,
-        seed,
+        seed.into_dispatch(),
     ));
     input * mask
 }
@@ -49,9 +45,13 @@ pub fn dropout<const D: usize>(dropout: &Dropout, input: Tensor<D>) -> Tensor<D>
 )]
 pub trait DropoutOps: Backend {
     /// A tensor shaped like `like` whose elements are `1 / keep` with probability `keep` and 0
-    /// otherwise. `seed` drives the host implementation; the default samples with the backend's
-    /// own generator and ignores it.
-    fn dropout_mask(like: FloatTensor<Self>, keep: f64, _seed: u64) -> FloatTensor<Self> {
+    /// otherwise. `seed` (two uniform draws from the device's stream) drives the host
+    /// implementation; the default samples with the backend's own generator and ignores it.
+    fn dropout_mask(
+        like: FloatTensor<Self>,
+        keep: f64,
+        _seed: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         let mask = Self::float_random(
             like.shape(),
             Distribution::Bernoulli(keep),
@@ -64,22 +64,46 @@ pub trait DropoutOps: Backend {
 
 /// The mask built on the host (for backends whose tensors live in host memory).
 #[cfg(any(feature = "flex", feature = "ndarray"))]
-fn host_mask<B: Backend>(like: FloatTensor<B>, keep: f64, seed: u64) -> FloatTensor<B> {
+fn host_mask<B: Backend>(like: FloatTensor<B>, keep: f64, seed: FloatTensor<B>) -> FloatTensor<B> {
     let shape = like.shape();
-    let values = mask_values(shape.num_elements(), keep, seed);
+    let values = mask_values(shape.num_elements(), keep, host_seed::<B>(seed));
     B::float_from_data(TensorData::new(values, shape), &like.device())
+}
+
+/// The bits of the seed tensor's values as one `u64`. Host backends have their data at hand, so
+/// the read completes at its first poll; were it ever pending, the mask would use seed 0.
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn host_seed<B: Backend>(seed: FloatTensor<B>) -> u64 {
+    use std::task::{Context, Poll, Waker};
+    let read = std::pin::pin!(B::float_into_data(seed));
+    let Poll::Ready(Ok(data)) = read.poll(&mut Context::from_waker(Waker::noop())) else {
+        return 0;
+    };
+    data.try_to_vec::<f32>().map_or(0, |values| {
+        values
+            .iter()
+            .fold(0_u64, |s, v| (s << 32) | u64::from(v.to_bits()))
+    })
 }
 
 #[cfg(feature = "flex")]
 impl DropoutOps for burn::backend::Flex {
-    fn dropout_mask(like: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+    fn dropout_mask(
+        like: FloatTensor<Self>,
+        keep: f64,
+        seed: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         host_mask::<Self>(like, keep, seed)
     }
 }
 
 #[cfg(feature = "ndarray")]
 impl DropoutOps for burn::backend::NdArray {
-    fn dropout_mask(like: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+    fn dropout_mask(
+        like: FloatTensor<Self>,
+        keep: f64,
+        seed: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         host_mask::<Self>(like, keep, seed)
     }
 }
@@ -90,12 +114,16 @@ impl DropoutOps for burn::backend::Cube {}
 impl<B: Backend + DropoutOps, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     DropoutOps for burn::backend::Autodiff<B, C>
 {
-    fn dropout_mask(like: FloatTensor<Self>, keep: f64, seed: u64) -> FloatTensor<Self> {
+    fn dropout_mask(
+        like: FloatTensor<Self>,
+        keep: f64,
+        seed: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         // A constant of the graph: no gradient flows into the mask.
         <Self as burn::backend::AutodiffBackend>::from_inner(B::dropout_mask(
             like.into_primitive(),
             keep,
-            seed,
+            seed.into_primitive(),
         ))
     }
 }
