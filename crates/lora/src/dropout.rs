@@ -18,6 +18,8 @@ use burn::backend::{Backend, TensorMetadata, backend_extension, tensor::FloatTen
 use burn::nn::Dropout;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
+use crate::host::MaskStream;
+
 /// `input` with each element zeroed with probability `dropout.prob` and the others scaled by
 /// `1 / (1 − prob)`, when `dropout` is training and `input` is on an autodiff device; else `input`.
 pub fn dropout<const D: usize>(dropout: &Dropout, input: Tensor<D>) -> Tensor<D> {
@@ -64,7 +66,11 @@ pub trait DropoutOps: Backend {
 
 /// The mask built on the host (for backends whose tensors live in host memory).
 #[cfg(any(feature = "flex", feature = "ndarray"))]
-fn host_mask<B: Backend>(like: FloatTensor<B>, keep: f64, seed: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn host_mask<B: Backend>(
+    like: FloatTensor<B>,
+    keep: f64,
+    seed: FloatTensor<B>,
+) -> FloatTensor<B> {
     let shape = like.shape();
     let values = mask_values(shape.num_elements(), keep, host_seed::<B>(seed));
     B::float_from_data(TensorData::new(values, shape), &like.device())
@@ -73,7 +79,7 @@ fn host_mask<B: Backend>(like: FloatTensor<B>, keep: f64, seed: FloatTensor<B>) 
 /// The bits of the seed tensor's values as one `u64`. Host backends have their data at hand, so
 /// the read completes at its first poll; were it ever pending, the mask would use seed 0.
 #[cfg(any(feature = "flex", feature = "ndarray"))]
-fn host_seed<B: Backend>(seed: FloatTensor<B>) -> u64 {
+pub(crate) fn host_seed<B: Backend>(seed: FloatTensor<B>) -> u64 {
     use std::task::{Context, Poll, Waker};
     let read = std::pin::pin!(B::float_into_data(seed));
     let Poll::Ready(Ok(data)) = read.poll(&mut Context::from_waker(Waker::noop())) else {
@@ -129,25 +135,10 @@ impl<B: Backend + DropoutOps, C: burn::backend::autodiff::checkpoint::strategy::
 }
 
 /// `n` mask values: `1 / keep` with probability `keep`, else 0; SplitMix64 from `seed`, the low
-/// and high 32 bits of each output deciding two elements.
+/// and high 32 bits of each output deciding two elements (see [`MaskStream`]).
 pub fn mask_values(n: usize, keep: f64, seed: u64) -> Vec<f32> {
-    // Keep when the 32-bit draw is below keep · 2³².
-    let threshold = (keep.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
-    let scale = (1.0 / keep) as f32;
-    let value = |bits: u64| if bits < threshold { scale } else { 0.0 };
-    let mut state = seed;
     let mut out = vec![0.0_f32; n];
-    for pair in out.chunks_mut(2) {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        pair[0] = value(z & 0xFFFF_FFFF);
-        if let Some(second) = pair.get_mut(1) {
-            *second = value(z >> 32);
-        }
-    }
+    MaskStream::new(keep, seed).fill(0, &mut out);
     out
 }
 
@@ -157,6 +148,45 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
+
+    /// The generator as first written: one SplitMix64 state advanced in sequence.
+    fn sequential_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
+        let threshold = (keep * 4_294_967_296.0) as u64;
+        let value = |bits: u64| {
+            if bits < threshold {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        };
+        let mut state = seed;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            out.push(value(z & 0xFFFF_FFFF));
+            out.push(value(z >> 32));
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn the_vectorised_mask_is_the_sequential_splitmix_stream() {
+        // The committed ConvAI2 results were made with the sequential generator.
+        for n in [0, 1, 2, 31, 32, 33, 1000, 4099] {
+            for (keep, seed) in [(0.9, 1), (0.5, u64::MAX), (0.1, 12345)] {
+                assert_eq!(
+                    mask_values(n, keep, seed),
+                    sequential_mask(n, keep, seed),
+                    "n {n}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_mask_keeps_the_right_fraction_at_the_right_scale() {
@@ -176,6 +206,7 @@ mod tests {
 
     #[test]
     fn dropout_is_seeded_by_the_device_and_passes_gradients_through_the_mask() {
+        let _serial = crate::seeded_device_lock();
         let device = Device::default().autodiff();
         let layer = DropoutConfig::new(0.3).init();
         let run = |seed: u64| {

@@ -28,10 +28,9 @@
 //! # }
 //! ```
 
-use crate::dropout::dropout;
+use crate::fused::adapted;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -250,25 +249,34 @@ impl LoraLinear {
     /// Panics if the layer has adapters and `task` is outside the bank; [`set_active`](Self::set_active)
     /// is the checked route.
     pub fn forward_with<const D: usize>(&self, input: Tensor<D>, task: Option<usize>) -> Tensor<D> {
-        if D > 2 {
-            // Burn keeps `[batch, seq, d]·[d, d_out]` as `batch` separate products when `seq` fills
-            // its row tiles; one `[batch·seq, d]` product is faster on every CPU backend we measured
-            // (1.2–1.4× on flex, docs/benchmarks.md), and its backward is one product as well.
-            let mut dims = input.dims();
-            let rows = dims[..D - 1].iter().product();
-            dims[D - 1] = self.d_output();
-            let flat = input.reshape([rows, self.d_input()]);
-            return self.forward_with(flat, task).reshape(dims);
+        let adapter = match task {
+            Some(t) if self.rank > 0 => Some(t),
+            _ => None,
+        };
+        if D == 2 && adapter.is_none() {
+            return self.base.forward(input);
         }
-        match task {
-            Some(t) if self.rank > 0 => {
-                let base = self.base.forward(input.clone());
-                let down = linear(dropout(&self.dropout, input), self.lora_a[t].val(), None);
-                let up = linear(down, self.lora_b[t].val(), None);
-                base + up.mul_scalar(self.scale)
-            }
-            _ => self.base.forward(input),
-        }
+        // Burn keeps `[batch, seq, d]·[d, d_out]` as `batch` separate products when `seq` fills
+        // its row tiles; one `[batch·seq, d]` product is faster on every CPU backend we measured
+        // (1.2–1.4× on flex, docs/benchmarks.md), and its backward is one product as well. The
+        // fused adapter path takes rows too.
+        let mut dims = input.dims();
+        let rows = dims[..D - 1].iter().product();
+        dims[D - 1] = self.d_output();
+        let flat: Tensor<2> = input.reshape([rows, self.d_input()]);
+        let base = self.base.forward(flat.clone());
+        let out = match adapter {
+            Some(t) => adapted(
+                base,
+                flat,
+                self.lora_a[t].val(),
+                self.lora_b[t].val(),
+                self.scale,
+                &self.dropout,
+            ),
+            None => base,
+        };
+        out.reshape(dims)
     }
 
     /// The update `s · A_t B_t`, shaped like the base weight `[d_input, d_output]`.

@@ -5,18 +5,8 @@
 /// Below this many elements one thread is faster than starting another.
 const PARALLEL_MIN: usize = 1 << 16;
 
-/// How many threads the kernels use: `RAYON_NUM_THREADS` when set to a positive number, as for
-/// Burn's own parallel operations (so one setting bounds both), otherwise every available core.
-fn threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    })
-}
+// The thread count is shared with the LoRA kernels, so one setting bounds both.
+use adaptable_lora::host::threads;
 
 /// A kernel over whole blocks of an output slice, run under pulp's dispatch: `run` gets the
 /// instruction set pulp picked (`simd`), the index of its chunk's first block and the chunk.

@@ -1,0 +1,179 @@
+//! The adapter path of [`LoraLinear`](crate::linear::LoraLinear) as one backend operation:
+//! `base + s · (dropout(x) A) B`.
+//!
+//! Composed from Burn's operations, a LoRA adapter with dropout costs about ten passes over
+//! activation-sized tensors per layer and step — the mask, the masked input, two skinny products
+//! and their scaling and sum forward, as many backward — while its arithmetic is a few per cent of
+//! the base layer's. In a LoRA-ML retraining step of the encoder these passes made the step ≈ 1.24×
+//! a standard-retraining step (perf profile of the ConvAI2 workers, docs/benchmarks.md). On the
+//! host backends (Flex) [`adapted`] runs the whole path in one pass over the rows, forward and
+//! backward ([`host`](crate::host) kernels): the dropout mask is a function of the element index
+//! ([`MaskStream`](crate::host::MaskStream)), so it is rebuilt in the backward instead of stored,
+//! and the result is added to the base output in place. The mask is the one
+//! [`dropout`](crate::dropout::dropout) would draw for the same device seed. Other backends compose
+//! Burn's operations (and store the mask for the backward).
+
+mod autodiff;
+mod host_backends;
+
+use burn::backend::{Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::nn::Dropout;
+use burn::tensor::{Distribution, Tensor};
+
+/// `base + scale · (dropout(x) A) B` for `x` `[rows, d_in]`, `A` `[d_in, r]`, `B` `[r, d_out]` and
+/// `base` `[rows, d_out]`, with the dropout of [`dropout`](crate::dropout::dropout): active only
+/// when `dropout` is training, its probability is positive and `x` is on an autodiff device, and
+/// then drawing one seed from the device's random stream.
+pub fn adapted(
+    base: Tensor<2>,
+    x: Tensor<2>,
+    a: Tensor<2>,
+    b: Tensor<2>,
+    scale: f64,
+    dropout: &Dropout,
+) -> Tensor<2> {
+    let device = x.device();
+    let active = dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0;
+    let (keep, seed) = if active {
+        (
+            1.0 - dropout.prob,
+            Tensor::<1>::random([2], Distribution::Default, &device),
+        )
+    } else {
+        (1.0, Tensor::<1>::zeros([2], &device))
+    };
+    let (out, _saved) = <burn::backend::Dispatch as AdapterOps>::adapter_forward(
+        base.into_dispatch(),
+        x.into_dispatch(),
+        a.into_dispatch(),
+        b.into_dispatch(),
+        seed.into_dispatch(),
+        scale,
+        keep,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// The adapter path per backend. The defaults compose Burn's operations with a mask sampled by the
+/// backend's own generator; the host backends override them (`host_backends`).
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "wgpu"),
+    Autodiff,
+)]
+pub trait AdapterOps: Backend {
+    /// `base + scale · (x ⊙ mask) A B`, where the mask keeps each element with probability `keep`
+    /// (no mask when `keep ≥ 1`), and what [`adapter_backward`](AdapterOps::adapter_backward)
+    /// needs besides `x`, `A` and `B`: the mask itself, or on host backends the `seed` it was
+    /// built from.
+    fn adapter_forward(
+        base: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        seed: FloatTensor<Self>,
+        scale: f64,
+        keep: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed_adapter::<Self>(base, x, a, b, seed, scale, keep, |x, _| {
+            Self::float_mul_scalar(
+                Self::float_random(
+                    x.shape(),
+                    Distribution::Bernoulli(keep),
+                    &x.device(),
+                    x.dtype().into(),
+                ),
+                (1.0 / keep).into(),
+            )
+        })
+    }
+
+    /// Gradients `(∂x, ∂A, ∂B)` of the adapter path given the output gradient `grad`, with `saved`
+    /// the second output of [`adapter_forward`](AdapterOps::adapter_forward).
+    fn adapter_backward(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+        keep: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let mask = (keep < 1.0).then_some(saved);
+        composed_backward::<Self>(x, a, b, mask, grad, scale)
+    }
+}
+
+/// [`AdapterOps::adapter_forward`] from Burn's operations, with the mask (when `keep < 1`) from
+/// `mask(x, seed)`; the saved tensor is the mask, or the unused seed without dropout.
+#[allow(clippy::too_many_arguments)]
+fn composed_adapter<B: Backend>(
+    base: FloatTensor<B>,
+    x: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    seed: FloatTensor<B>,
+    scale: f64,
+    keep: f64,
+    mask: impl FnOnce(&FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    if keep >= 1.0 {
+        return (composed_forward::<B>(base, x, a, b, None, scale), seed);
+    }
+    let mask = mask(&x, seed);
+    let out = composed_forward::<B>(base, x, a, b, Some(mask.clone()), scale);
+    (out, mask)
+}
+
+/// The adapter path from Burn's operations.
+fn composed_forward<B: Backend>(
+    base: FloatTensor<B>,
+    x: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    mask: Option<FloatTensor<B>>,
+    scale: f64,
+) -> FloatTensor<B> {
+    let xm = match mask {
+        Some(mask) => B::float_mul(x, mask),
+        None => x,
+    };
+    let up = B::float_matmul(B::float_matmul(xm, a), b);
+    B::float_add(base, B::float_mul_scalar(up, scale.into()))
+}
+
+/// The gradients of [`composed_forward`] from Burn's operations: with `xm = x ⊙ mask`,
+/// `∂down = s · G Bᵀ`, `∂B = s · (xm A)ᵀ G`, `∂A = xmᵀ ∂down`, `∂x = (∂down Aᵀ) ⊙ mask`.
+fn composed_backward<B: Backend>(
+    x: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    mask: Option<FloatTensor<B>>,
+    grad: FloatTensor<B>,
+    scale: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let xm = match &mask {
+        Some(mask) => B::float_mul(x, mask.clone()),
+        None => x,
+    };
+    let down = B::float_matmul(xm.clone(), a.clone());
+    let grad_down = B::float_mul_scalar(
+        B::float_matmul(grad.clone(), B::float_transpose(b)),
+        scale.into(),
+    );
+    let grad_b = B::float_mul_scalar(
+        B::float_matmul(B::float_transpose(down), grad),
+        scale.into(),
+    );
+    let grad_a = B::float_matmul(B::float_transpose(xm), grad_down.clone());
+    let grad_x = B::float_matmul(grad_down, B::float_transpose(a));
+    let grad_x = match mask {
+        Some(mask) => B::float_mul(grad_x, mask),
+        None => grad_x,
+    };
+    (grad_x, grad_a, grad_b)
+}
+
+#[cfg(test)]
+mod tests;
