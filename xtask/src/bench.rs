@@ -6,7 +6,7 @@
 //! - `train`: the three ConvAI2 training steps, SR, LoRA-ML and LoRA fine-tuning (`--bench train`,
 //!   scripts/bench_train_torch.py).
 //!
-//! Runs `cargo bench -p adaptable-cli --bench NAME -- <args>` (release profile, default CPU
+//! Runs `cargo bench --workspace --bench NAME -- <args>` (release profile, default CPU
 //! backend) and, if `$PYTHON -c "import torch"` succeeds, the PyTorch script with the same
 //! arguments. Both print `BENCH shape=… mode=… tokens_per_s=…` lines; the ratios are printed at the
 //! end. Record results in docs/benchmarks.md.
@@ -45,9 +45,7 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
         _ => return Err(BenchError::Unknown(name.to_string())),
     };
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(workspace_root)
-        .args(["bench", "-p", "adaptable-cli", "--bench", name]);
+    cargo.current_dir(workspace_root).arg("bench");
     if args
         .windows(2)
         .any(|w| w[0] == "--backend" && w[1] == "ndarray")
@@ -55,12 +53,20 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
         // A separate target directory keeps the main build's feature set, and so its artifacts,
         // untouched.
         cargo.args([
+            "-p",
+            "adaptable-cli",
+            "--bench",
+            name,
             "--no-default-features",
             "--features",
             "ndarray",
             "--target-dir",
             "target/bench-ndarray",
         ]);
+    } else {
+        // The workspace's feature set, as `cargo test --workspace` builds it: `-p adaptable-cli`
+        // alone resolves Burn's features differently and would rebuild it (≈ 12 min).
+        cargo.args(["--workspace", "--bench", name]);
     }
     // mimalloc purges freed memory after 1 s; the benchmark's iterations take about as long, so
     // every one would page-fault its buffers back in. Keep them, as the `adaptable` workers do.
@@ -69,7 +75,7 @@ pub fn bench(name: &str, workspace_root: &Path, args: &[String]) -> Result<(), B
     }
     let burn = run_and_parse(
         cargo.arg("--").args(args),
-        &format!("cargo bench -p adaptable-cli --bench {name}"),
+        &format!("cargo bench --bench {name}"),
     )?;
 
     // `PYTHON` picks the interpreter (e.g. a virtual environment's) that has torch.

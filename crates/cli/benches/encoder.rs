@@ -1,7 +1,7 @@
 //! Encoder throughput: forward and forward+backward tokens/s at batch 32 × sequence 64 for the
 //! all-MiniLM-L6-v2 and roberta-base shapes, random weights, dropout off, default CPU backend.
 //!
-//! `cargo bench -p adaptable-cli --bench encoder -- [--shapes minilm,roberta-base] [--iters N]
+//! `cargo bench --workspace --bench encoder -- [--shapes minilm,roberta-base] [--iters N]
 //! [--batch B] [--seq L] [--profile] [--backend flex|ndarray|wgpu]` (or `cargo xtask bench encoder`;
 //! ndarray and wgpu need the crate built with that feature).
 //! Each result is printed as a `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=… gflops=…` line;

@@ -5,7 +5,7 @@
 //! candidate) pairs with the 2-way cross-entropy of every pair, then one AdamW step: the protocol
 //! of scripts/bench_train_torch.py, which runs the same steps in PyTorch.
 //!
-//! `cargo bench -p adaptable-cli --bench train -- [--modes train-sr,train-lora-ml,train-lora-ft]
+//! `cargo bench --workspace --bench train -- [--modes train-sr,train-lora-ml,train-lora-ft]
 //! [--model DIR] [--contexts 8] [--candidates 20] [--seq 64] [--iters 20] [--warmup 3] [--tasks 10]
 //! [--rank 8]` (or `cargo xtask bench train`, which also runs the PyTorch script and prints the
 //! ratios). The weights are MiniLM's from `--model` (default models/minilm), or random with its
