@@ -7,9 +7,10 @@
 //! ConvAI2 workers; docs/benchmarks.md). [`dropout`] computes the same function — the identity
 //! outside training or without autodiff, otherwise `x ⊙ m` with `m = 1/keep` with probability `keep`
 //! and 0 otherwise — with a cheaper mask: one 64-bit seed is drawn from the device's random stream
-//! per call (as a tensor, read only by the host backends), so [`Device::seed`](burn::tensor::Device::seed) still fixes every mask, and on Flex and
-//! NdArray the host expands it with SplitMix64, two mask elements per 64-bit output. Other backends
-//! sample the mask with their own generator.
+//! per call (as a tensor, read only by the host backends), so
+//! [`Device::seed`](burn::tensor::Device::seed) still fixes every mask, and on Flex and NdArray the
+//! host expands it with SplitMix64, two mask elements per 64-bit output. Other backends sample the
+//! mask with their own generator.
 //!
 //! Every dropout of the crate and of the encoder goes through [`dropout`]; the module stays Burn's
 //! [`Dropout`], so records and checkpoints are unchanged.

@@ -4,9 +4,9 @@
 //! Composed from Burn's operations, a LoRA adapter with dropout costs about ten passes over
 //! activation-sized tensors per layer and step — the mask, the masked input, two skinny products
 //! and their scaling and sum forward, as many backward — while its arithmetic is a few per cent of
-//! the base layer's. In a LoRA-ML retraining step of the encoder these passes made the step ≈ 1.24×
-//! a standard-retraining step (perf profile of the ConvAI2 workers, docs/benchmarks.md). On the
-//! host backends (Flex) [`adapted`] runs the whole path in one pass over the rows, forward and
+//! the base layer's. Composed, a LoRA-ML retraining step of the encoder cost 1.29× a
+//! standard-retraining step in the training-step bench (1.15× fused; docs/benchmarks.md). On Flex
+//! [`adapted`] runs the whole path in one pass over the rows, forward and
 //! backward ([`host`](crate::host) kernels): the dropout mask is a function of the element index
 //! ([`MaskStream`](crate::host::MaskStream)), so it is rebuilt in the backward instead of stored,
 //! and the result is added to the base output in place. The mask is the one
