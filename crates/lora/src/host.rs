@@ -7,8 +7,8 @@
 //! which compiles it for the widest instructions the CPU has (AVX-512 or AVX2 with FMA, chosen at
 //! run time). Rows are split across [`threads`].
 
-/// Below this many input elements one thread is faster than starting another.
-const PARALLEL_MIN: usize = 1 << 16;
+/// Below this many elements one thread is faster than starting another.
+pub const PARALLEL_MIN: usize = 1 << 16;
 
 /// Rows processed together (the mask and the masked input of a block stay in L1/L2).
 const BLOCK_ROWS: usize = 8;
@@ -77,9 +77,10 @@ impl MaskStream {
         });
     }
 
-    /// [`fill`](Self::fill) inlined into the caller's dispatch.
+    /// [`fill`](Self::fill) for callers already inside a pulp dispatch: inlined, so it is compiled
+    /// with their instruction set.
     #[inline(always)]
-    fn fill_inline(&self, start: usize, out: &mut [f32]) {
+    pub fn fill_inline(&self, start: usize, out: &mut [f32]) {
         let mut element = start;
         let mut out = out;
         if element % 2 == 1 {
@@ -130,6 +131,89 @@ impl pulp::WithSimd for FillMask<'_> {
     fn with_simd<S: pulp::Simd>(self, _: S) {
         self.stream.fill_inline(self.start, self.out)
     }
+}
+
+/// A kernel over whole blocks of an output slice, run under pulp's dispatch: `run` gets the
+/// instruction set pulp picked (`simd`), the index of its chunk's first block and the chunk.
+/// Closures `Fn(first, chunk)` are kernels that let the compiler vectorise their loops.
+pub trait BlockKernel: Sync {
+    /// Processes `out`, whose first block has index `first`.
+    fn run<S: pulp::Simd>(&self, simd: S, first: usize, out: &mut [f32]);
+}
+
+impl<F: Fn(usize, &mut [f32]) + Sync> BlockKernel for F {
+    #[inline(always)]
+    fn run<S: pulp::Simd>(&self, _: S, first: usize, out: &mut [f32]) {
+        self(first, out)
+    }
+}
+
+/// Runs `kernel` over chunks of `out` made of whole blocks of `block` values, on [`threads`]
+/// threads (one when `out` is small).
+///
+/// The kernel and everything it calls must be `#[inline(always)]` (closures included): only code
+/// inlined into pulp's dispatch is compiled with the wider instructions (AVX-512 or AVX2 with
+/// FMA, chosen at run time), which the baseline x86-64 build cannot use.
+pub fn par_blocks(out: &mut [f32], block: usize, kernel: impl BlockKernel) {
+    let run = |first: usize, out: &mut [f32]| {
+        pulp::Arch::new().dispatch(BlockDispatched {
+            kernel: &kernel,
+            first,
+            out,
+        })
+    };
+    let threads = threads();
+    if threads == 1 || out.len() < PARALLEL_MIN {
+        return run(0, out);
+    }
+    let chunk = out.len().div_ceil(threads).div_ceil(block) * block;
+    std::thread::scope(|scope| {
+        let run = &run;
+        for (i, os) in out.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || run(i * chunk / block, os));
+        }
+    });
+}
+
+/// One call of a block kernel, for pulp to run with the instructions it picked.
+///
+/// A struct rather than a closure: pulp would call a closure through its `FnOnce::call_once`
+/// shim, which LLVM left out of line (compiled for SSE2 only, seen in `perf annotate`).
+struct BlockDispatched<'a, K> {
+    kernel: &'a K,
+    first: usize,
+    out: &'a mut [f32],
+}
+
+impl<K: BlockKernel> pulp::WithSimd for BlockDispatched<'_, K> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        self.kernel.run(simd, self.first, self.out)
+    }
+}
+
+/// Multiplies `values` (elements `0 .. len` of a tensor) by the mask `stream` in place: dropout,
+/// and its backward on the output gradient, without storing the mask.
+pub fn apply_mask(values: &mut [f32], stream: &MaskStream) {
+    // Mask values are made a block at a time on the stack, where they stay in L1.
+    const BLOCK: usize = 512;
+    par_blocks(
+        values,
+        BLOCK,
+        #[inline(always)]
+        |first: usize, chunk: &mut [f32]| {
+            let mut mask = [0.0_f32; BLOCK];
+            for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
+                let mask = &mut mask[..block.len()];
+                stream.fill_inline((first + i) * BLOCK, mask);
+                for (v, m) in block.iter_mut().zip(mask.iter()) {
+                    *v *= *m;
+                }
+            }
+        },
+    );
 }
 
 /// The shapes and constants of one adapter call: `x` is `[rows, d_in]`, `A` is `[d_in, rank]`,

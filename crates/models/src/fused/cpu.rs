@@ -2,73 +2,9 @@
 //! written so that the compiler vectorises them, and split across the available cores (also
 //! used by the [attention kernel](super::attention_cpu)).
 
-/// Below this many elements one thread is faster than starting another.
-const PARALLEL_MIN: usize = 1 << 16;
-
-// The thread count is shared with the LoRA kernels, so one setting bounds both.
-use adaptable_lora::host::threads;
-
-/// A kernel over whole blocks of an output slice, run under pulp's dispatch: `run` gets the
-/// instruction set pulp picked (`simd`), the index of its chunk's first block and the chunk.
-/// Closures `Fn(first, chunk)` are kernels that let the compiler vectorise their loops.
-pub(super) trait BlockKernel: Sync {
-    /// Processes `out`, whose first block has index `first`.
-    fn run<S: pulp::Simd>(&self, simd: S, first: usize, out: &mut [f32]);
-}
-
-impl<F: Fn(usize, &mut [f32]) + Sync> BlockKernel for F {
-    #[inline(always)]
-    fn run<S: pulp::Simd>(&self, _: S, first: usize, out: &mut [f32]) {
-        self(first, out)
-    }
-}
-
-/// Runs `kernel` over chunks of `out` made of whole blocks of `block` values, on [`threads`]
-/// threads.
-///
-/// The kernel and everything it calls must be `#[inline(always)]` (closures included): only code
-/// inlined into pulp's dispatch is compiled with the wider instructions (AVX-512 or AVX2 with
-/// FMA, chosen at run time), which the baseline x86-64 build cannot use (GELU: 2× faster than
-/// the SSE2 loops here).
-pub(super) fn par_blocks(out: &mut [f32], block: usize, kernel: impl BlockKernel) {
-    let run = |first: usize, out: &mut [f32]| {
-        pulp::Arch::new().dispatch(Dispatched {
-            kernel: &kernel,
-            first,
-            out,
-        })
-    };
-    let threads = threads();
-    if threads == 1 || out.len() < PARALLEL_MIN {
-        return run(0, out);
-    }
-    let chunk = out.len().div_ceil(threads).div_ceil(block) * block;
-    std::thread::scope(|scope| {
-        let run = &run;
-        for (i, os) in out.chunks_mut(chunk).enumerate() {
-            scope.spawn(move || run(i * chunk / block, os));
-        }
-    });
-}
-
-/// One call of a block kernel, for pulp to run with the instructions it picked.
-///
-/// A struct rather than a closure: pulp would call a closure through its `FnOnce::call_once`
-/// shim, which LLVM left out of line (compiled for SSE2 only, seen in `perf annotate`).
-struct Dispatched<'a, K> {
-    kernel: &'a K,
-    first: usize,
-    out: &'a mut [f32],
-}
-
-impl<K: BlockKernel> pulp::WithSimd for Dispatched<'_, K> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
-        self.kernel.run(simd, self.first, self.out)
-    }
-}
+// The parallel driver and its thread count are shared with the LoRA kernels, so one setting
+// bounds both.
+pub(super) use adaptable_lora::host::{BlockKernel, par_blocks};
 
 /// Runs `f(x_chunk, out_chunk)` over matching chunks of `x` and `out` (see [`par_blocks`]; `x`
 /// may be empty: then every `x_chunk` is); chunk lengths are multiples of `align`.
@@ -209,6 +145,7 @@ pub fn exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adaptable_lora::host::PARALLEL_MIN;
 
     fn grid() -> impl Iterator<Item = f32> {
         (-6000..=6000).map(|i| i as f32 * 1e-3)
