@@ -14,9 +14,11 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use adaptable_models::fused::{attention_rows, gelu_exact, layer_norm as fused_layer_norm};
+use adaptable_models::fused::{
+    attention_rows, attention_train, gelu_exact, layer_norm as fused_layer_norm,
+};
 use adaptable_models::{EncoderConfig, EncoderInput};
-use burn::tensor::activation::softmax;
+use burn::nn::DropoutConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 
 struct Options {
@@ -134,8 +136,6 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
     let x = rnd([rows, h]);
     let (w_h, w_up, w_down) = (rnd([h, h]), rnd([h, i]), rnd([i, h]));
     let up = rnd([rows, i]);
-    let hd = h / heads;
-    let mask = Tensor::<4>::zeros([batch, 1, seq, seq], device);
     let row_bias = Tensor::<2>::zeros([batch, seq], device);
     let gamma = Tensor::<1>::ones([h], device);
     let beta = Tensor::<1>::zeros([h], device);
@@ -146,10 +146,11 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
     };
     let bias = leaf(Tensor::<2>::zeros([1, h], device));
     let attention_name = if backward {
-        "attention q·kᵀ, softmax, p·v (step by step)"
+        "attention training kernel on projection rows"
     } else {
         "attention kernel on projection rows"
     };
+    let no_dropout = DropoutConfig::new(0.0).init();
     let mut parts: Vec<(&str, f64)> = vec![
         (
             "4 h×h projections (q,k,v,out)",
@@ -166,17 +167,11 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
         (
             attention_name,
             time(iters, || {
+                // On the projection rows directly: no head split or merge.
+                let (q, kv, bias) = (x.clone(), x.clone(), row_bias.clone());
                 if backward {
-                    // Rebuilt every time: a backward pass consumes the graph it ran on.
-                    let q = x.clone().reshape([batch, heads, seq, hd]);
-                    let scores = q
-                        .clone()
-                        .mul_scalar(1.0 / (hd as f64).sqrt())
-                        .matmul(q.clone().swap_dims(2, 3));
-                    finish(softmax(scores + mask.clone(), 3).matmul(q))
+                    finish(attention_train(q, kv.clone(), kv, bias, heads, &no_dropout))
                 } else {
-                    // On the projection rows directly: no head split or merge.
-                    let (q, kv, bias) = (x.clone(), x.clone(), row_bias.clone());
                     finish(attention_rows(q, kv.clone(), kv, bias, heads))
                 }
             }),
@@ -184,19 +179,6 @@ fn profile(c: &EncoderConfig, batch: usize, seq: usize, iters: usize, device: &D
         (
             "gelu (exact)",
             time(iters, || finish(gelu_exact(up.clone()))),
-        ),
-        (
-            "head split/merge (swap_dims+reshape) ×4",
-            // Only the training path splits the projections into heads and merges the context.
-            if backward { 4.0 } else { 0.0 }
-                * time(iters, || {
-                    finish(
-                        x.clone()
-                            .reshape([batch, seq, heads, hd])
-                            .swap_dims(1, 2)
-                            .reshape([batch * heads, seq * hd]),
-                    )
-                }),
         ),
         (
             "2 LayerNorm + residual adds",

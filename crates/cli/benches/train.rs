@@ -7,10 +7,11 @@
 //!
 //! `cargo bench --workspace --bench train -- [--modes train-sr,train-lora-ml,train-lora-ft]
 //! [--model DIR] [--contexts 8] [--candidates 20] [--seq 64] [--iters 20] [--warmup 3] [--tasks 10]
-//! [--rank 8]` (or `cargo xtask bench train`, which also runs the PyTorch script and prints the
+//! [--rank 8] [--steps]` (or `cargo xtask bench train`, which also runs the PyTorch script and prints the
 //! ratios). The weights are MiniLM's from `--model` (default models/minilm), or random with its
 //! shape when it is absent. Prints `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=…` with the
-//! median of the timed steps, and the process's peak resident memory.
+//! median of the timed steps, and the process's peak resident memory; `--steps` also prints every
+//! step's time, minor page faults and resident memory (warm-up steps included).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,6 +36,7 @@ struct Options {
     warmup: usize,
     tasks: usize,
     rank: usize,
+    steps: bool,
 }
 
 fn parse() -> Options {
@@ -50,6 +52,7 @@ fn parse() -> Options {
         warmup: 3,
         tasks: 10,
         rank: 8,
+        steps: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -65,6 +68,7 @@ fn parse() -> Options {
             "--warmup" => o.warmup = number(value(), o.warmup),
             "--tasks" => o.tasks = number(value(), o.tasks),
             "--rank" => o.rank = number(value(), o.rank),
+            "--steps" => o.steps = true,
             // cargo bench passes --bench; anything else unknown is ignored too.
             _ => {}
         }
@@ -110,11 +114,20 @@ fn batch(o: &Options, vocab: usize, device: &Device) -> TextBatch {
     })
 }
 
-fn peak_resident_mb() -> Option<f64> {
+/// A `/proc/self/status` memory field (`VmHWM:` peak, `VmRSS:` current) in MB.
+fn resident_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The process's minor page faults so far (`/proc/self/stat`, field 10).
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(7)?.parse().ok()
 }
 
 fn main() {
@@ -161,6 +174,7 @@ fn main() {
         let mut times = Vec::with_capacity(o.iters);
         for i in 0..o.warmup + o.iters {
             let t = i % tasks;
+            let faults = minor_faults();
             let started = Instant::now();
             let (next, _) = train_step(
                 model.take().expect("model"),
@@ -171,8 +185,18 @@ fn main() {
                 ("bench", 0, i, t),
             )
             .expect("finite loss");
+            let took = started.elapsed().as_secs_f64();
             if i >= o.warmup {
-                times.push(started.elapsed().as_secs_f64());
+                times.push(took);
+            }
+            if o.steps {
+                let faults = minor_faults().zip(faults).map(|(b, a)| b - a);
+                println!(
+                    "# step {i}: {:.0} ms, {} minor faults, resident {:.0} MB",
+                    took * 1e3,
+                    faults.map_or("?".into(), |f| f.to_string()),
+                    resident_mb("VmRSS:").unwrap_or(f64::NAN)
+                );
             }
             model = Some(next);
         }
@@ -184,7 +208,7 @@ fn main() {
             median * 1e3
         );
     }
-    if let Some(mb) = peak_resident_mb() {
+    if let Some(mb) = resident_mb("VmHWM:") {
         println!("# peak resident memory of the process: {mb:.0} MB");
     }
 }

@@ -4,12 +4,11 @@ use adaptable_lora::dropout::dropout;
 use adaptable_lora::linear::LoraLinear;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::ModelsError;
 use crate::config::EncoderConfig;
-use crate::fused::attention_rows;
+use crate::fused::{attention_rows, attention_train};
 use crate::layer::{adapted_linear, normalize};
 use crate::targets::EncoderLinear;
 
@@ -59,43 +58,21 @@ impl SelfAttention {
     /// attention scores (0 for real keys, a huge negative number for padding).
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, adapter: Option<usize>) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
-        let head_dim = hidden / self.num_heads;
         // Projections run on [batch·seq, h] so each is one large matrix product rather than a
         // broadcast batched one.
         let rows = x.reshape([batch * seq, hidden]);
         let q = self.query.forward_with(rows.clone(), adapter);
         let k = self.key.forward_with(rows.clone(), adapter);
         let v = self.value.forward_with(rows.clone(), adapter);
-        // Without autodiff there is no dropout and no backward: the fused kernel can be used.
+        let bias = mask_bias.reshape([batch, seq]);
+        // Without autodiff there is no dropout and no backward: the inference kernel.
         let context = if q.device().is_autodiff() {
-            let split = |t: Tensor<2>| {
-                t.reshape([batch, seq, self.num_heads, head_dim])
-                    .swap_dims(1, 2)
-            };
-            self.attend_stepwise(split(q), split(k), split(v), mask_bias, head_dim)
-                .swap_dims(1, 2)
-                .reshape([batch * seq, hidden])
+            attention_train(q, k, v, bias, self.num_heads, &self.attention_dropout)
         } else {
-            attention_rows(q, k, v, mask_bias.reshape([batch, seq]), self.num_heads)
+            attention_rows(q, k, v, bias, self.num_heads)
         };
         let out = dropout(&self.dropout, self.output.forward_with(context, adapter));
         normalize(&self.norm, self.layer_norm_eps, out + rows).reshape([batch, seq, hidden])
-    }
-
-    /// `softmax(q·kᵀ/√d + bias)·v` step by step, with dropout on the probabilities; the path
-    /// for training, where autodiff records each step.
-    fn attend_stepwise(
-        &self,
-        q: Tensor<4>,
-        k: Tensor<4>,
-        v: Tensor<4>,
-        mask_bias: Tensor<4>,
-        head_dim: usize,
-    ) -> Tensor<4> {
-        // Scaling q (B·L·h values) is cheaper than scaling the B·heads·L·L scores.
-        let q = q.mul_scalar(1.0 / (head_dim as f64).sqrt());
-        let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
-        dropout(&self.attention_dropout, softmax(scores, 3)).matmul(v)
     }
 }
 

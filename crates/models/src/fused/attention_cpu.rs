@@ -12,14 +12,14 @@ use super::cpu::{BlockKernel, exp, par_blocks};
 
 /// How many `f32` one vector of `S` holds.
 #[inline(always)]
-fn lanes<S: Simd>() -> usize {
+pub(super) fn lanes<S: Simd>() -> usize {
     std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>()
 }
 
 /// `x` (at most one vector of values) as a vector, zero-filled past its end; a whole vector is a
 /// plain load (pulp's partial load branches on the length through a jump table).
 #[inline(always)]
-fn load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
+pub(super) fn load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
     match S::as_simd_f32s(x) {
         ([whole], []) => *whole,
         _ => simd.partial_load_f32s(x),
@@ -28,7 +28,7 @@ fn load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
 
 /// Writes the first `x.len()` lanes of `value` (at most one vector) to `x`.
 #[inline(always)]
-fn store<S: Simd>(simd: S, x: &mut [f32], value: S::f32s) {
+pub(super) fn store<S: Simd>(simd: S, x: &mut [f32], value: S::f32s) {
     match S::as_mut_simd_f32s(x) {
         ([whole], []) => *whole = value,
         _ => simd.partial_store_f32s(x, value),
@@ -38,7 +38,11 @@ fn store<S: Simd>(simd: S, x: &mut [f32], value: S::f32s) {
 /// `Σᵢ coef[i] · row(i)` for one vector of columns, in four independent accumulator chains (one
 /// chain would wait on the latency of every multiply-add).
 #[inline(always)]
-fn weighted_sum<S: Simd>(simd: S, coef: &[f32], row: impl Fn(usize) -> S::f32s) -> S::f32s {
+pub(super) fn weighted_sum<S: Simd>(
+    simd: S,
+    coef: &[f32],
+    row: impl Fn(usize) -> S::f32s,
+) -> S::f32s {
     let zero = simd.splat_f32s(0.0);
     let mut acc = [zero; 4];
     let quads = coef.len() / 4;
@@ -56,7 +60,7 @@ fn weighted_sum<S: Simd>(simd: S, coef: &[f32], row: impl Fn(usize) -> S::f32s) 
 
 /// The largest value of `x` (at least `f32::MIN`).
 #[inline(always)]
-fn max_of<S: Simd>(simd: S, x: &[f32]) -> f32 {
+pub(super) fn max_of<S: Simd>(simd: S, x: &[f32]) -> f32 {
     let (head, tail) = S::as_simd_f32s(x);
     let lanes = head
         .iter()
@@ -67,7 +71,7 @@ fn max_of<S: Simd>(simd: S, x: &[f32]) -> f32 {
 
 /// `Σ x`.
 #[inline(always)]
-fn sum_of<S: Simd>(simd: S, x: &[f32]) -> f32 {
+pub(super) fn sum_of<S: Simd>(simd: S, x: &[f32]) -> f32 {
     let (head, tail) = S::as_simd_f32s(x);
     let lanes = head
         .iter()

@@ -13,12 +13,17 @@
 //! operations.
 
 pub mod attention_cpu;
+mod attention_train;
+pub mod attention_train_cpu;
 mod autodiff;
 pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 
+use adaptable_lora::dropout::DropoutOps;
 use burn::backend::{Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+
+pub use attention_train::attention_train;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Shape, Tensor};
 
@@ -131,7 +136,55 @@ fn attention_rows_reference<B: Backend>(
     Cube: cfg(feature = "wgpu"),
     Autodiff,
 )]
-pub trait FusedOps: Backend {
+pub trait FusedOps: Backend + DropoutOps {
+    /// The forward of [`attention_train`]: the context, and what
+    /// [`attention_train_backward`](FusedOps::attention_train_backward) needs besides the
+    /// inputs (by default the dropout mask, or the unused seed without dropout; on Flex the
+    /// probabilities). `keep` is the probability of keeping an attention weight (1: no dropout)
+    /// and `seed` drives the mask as in [`DropoutOps::dropout_mask`].
+    fn attention_train_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask_bias: FloatTensor<Self>,
+        seed: FloatTensor<Self>,
+        heads: usize,
+        keep: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (context, _probs, mask) = attention_train::composed_forward::<Self>(
+            q,
+            k,
+            v,
+            mask_bias,
+            seed.clone(),
+            heads,
+            keep,
+        );
+        (context, mask.unwrap_or(seed))
+    }
+
+    /// Gradients `(∂q, ∂k, ∂v)` of [`attention_train`] given the context gradient `grad`, with
+    /// `saved` the second output of the forward.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_train_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask_bias: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        seed: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+        keep: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = seed;
+        // The probabilities are recomputed rather than stored next to the mask.
+        let probs =
+            attention_train::composed_probs::<Self>(q.clone(), k.clone(), mask_bias.clone(), heads);
+        let mask = (keep < 1.0).then_some(saved);
+        attention_train::composed_backward::<Self>(q, k, v, &mask_bias, probs, mask, grad, heads)
+    }
+
     /// See [`attention_rows`].
     fn attention_rows(
         q: FloatTensor<Self>,
