@@ -155,6 +155,12 @@ impl<F: Fn(usize, &mut [f32]) + Sync> BlockKernel for F {
 /// inlined into pulp's dispatch is compiled with the wider instructions (AVX-512 or AVX2 with
 /// FMA, chosen at run time), which the baseline x86-64 build cannot use.
 pub fn par_blocks(out: &mut [f32], block: usize, kernel: impl BlockKernel) {
+    par_blocks_for(out.len(), out, block, kernel)
+}
+
+/// [`par_blocks`] for kernels whose work is not the size of their output (a reduction reads far
+/// more than it writes): `work` elements decide whether more than one thread runs.
+pub fn par_blocks_for(work: usize, out: &mut [f32], block: usize, kernel: impl BlockKernel) {
     let run = |first: usize, out: &mut [f32]| {
         pulp::Arch::new().dispatch(BlockDispatched {
             kernel: &kernel,
@@ -163,7 +169,7 @@ pub fn par_blocks(out: &mut [f32], block: usize, kernel: impl BlockKernel) {
         })
     };
     let threads = threads();
-    if threads == 1 || out.len() < PARALLEL_MIN {
+    if threads == 1 || work < PARALLEL_MIN || out.len() <= block {
         return run(0, out);
     }
     let chunk = out.len().div_ceil(threads).div_ceil(block) * block;

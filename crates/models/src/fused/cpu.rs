@@ -4,7 +4,7 @@
 
 // The parallel driver and its thread count are shared with the LoRA kernels, so one setting
 // bounds both.
-pub(super) use adaptable_lora::host::{BlockKernel, par_blocks};
+pub(super) use adaptable_lora::host::{BlockKernel, par_blocks, par_blocks_for};
 
 /// Runs `f(x_chunk, out_chunk)` over matching chunks of `x` and `out` (see [`par_blocks`]; `x`
 /// may be empty: then every `x_chunk` is); chunk lengths are multiples of `align`.
@@ -71,6 +71,101 @@ pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], epsilon: f32) {
             }
         },
     );
+}
+
+/// The gradients of [`layer_norm`] given the output gradient `grad`: writes `∂x` to `grad_x`
+/// and returns `(∂γ, ∂β)`. With `x̂ = (x − mean)·r`, `r = 1/√(var + ε)` and `g = grad·γ`:
+/// `∂x = r·(g − mean(g) − x̂·mean(g·x̂))`, `∂γ = Σ_rows grad·x̂`, `∂β = Σ_rows grad`.
+///
+/// Three passes split across the cores: the rows' mean and `r`, then `∂x` by rows, then `∂γ` and
+/// `∂β` by columns (each thread sums whole columns in row order, so the result does not depend
+/// on the thread count).
+///
+/// # Panics
+///
+/// If `x`, `grad` and `grad_x` differ in length or are not whole rows of `gamma.len()` values.
+pub fn layer_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    grad: &[f32],
+    epsilon: f32,
+    grad_x: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let width = gamma.len();
+    assert!(
+        width > 0 && x.len() == grad.len() && x.len() == grad_x.len() && x.len() % width == 0,
+        "layer_norm_backward: {} inputs, {} gradients, {} outputs for rows of {width}",
+        x.len(),
+        grad.len(),
+        grad_x.len()
+    );
+    // (mean, r) per row.
+    let mut stats = vec![0.0f32; 2 * (x.len() / width)];
+    par_blocks_for(
+        x.len(),
+        &mut stats,
+        2,
+        #[inline(always)]
+        |first: usize, stats: &mut [f32]| {
+            for (i, pair) in stats.chunks_exact_mut(2).enumerate() {
+                let row = &x[(first + i) * width..(first + i + 1) * width];
+                let mean = lane_sum(row, |v| v) / width as f32;
+                let var = lane_sum(row, |v| (v - mean) * (v - mean)) / width as f32;
+                pair[0] = mean;
+                pair[1] = 1.0 / (var + epsilon).sqrt();
+            }
+        },
+    );
+    let stats = &stats;
+    par_blocks(
+        grad_x,
+        width,
+        #[inline(always)]
+        |first: usize, out: &mut [f32]| {
+            for (i, out) in out.chunks_exact_mut(width).enumerate() {
+                let row = first + i;
+                let (mean, r) = (stats[2 * row], stats[2 * row + 1]);
+                let (x, grad) = (&x[row * width..][..width], &grad[row * width..][..width]);
+                // g = grad·γ into `out`, then its two means.
+                for ((o, &d), &g) in out.iter_mut().zip(grad).zip(gamma) {
+                    *o = d * g;
+                }
+                let mean_g = lane_sum(out, |v| v) / width as f32;
+                let mut dot = [0.0f32; 8];
+                for (k, (&g, &v)) in out.iter().zip(x).enumerate() {
+                    dot[k % 8] += g * ((v - mean) * r);
+                }
+                let mean_gx = dot.iter().sum::<f32>() / width as f32;
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = r * (*o - mean_g - (v - mean) * r * mean_gx);
+                }
+            }
+        },
+    );
+    // (∂γ[c], ∂β[c]) interleaved, so that a block is one column.
+    let mut sums = vec![0.0f32; 2 * width];
+    par_blocks_for(
+        2 * x.len(),
+        &mut sums,
+        2,
+        #[inline(always)]
+        |first: usize, out: &mut [f32]| {
+            let columns = first..first + out.len() / 2;
+            for (row, (x, grad)) in x
+                .chunks_exact(width)
+                .zip(grad.chunks_exact(width))
+                .enumerate()
+            {
+                let (mean, r) = (stats[2 * row], stats[2 * row + 1]);
+                let (x, grad) = (&x[columns.clone()], &grad[columns.clone()]);
+                for ((pair, &v), &d) in out.chunks_exact_mut(2).zip(x).zip(grad) {
+                    pair[0] += d * ((v - mean) * r);
+                    pair[1] += d;
+                }
+            }
+        },
+    );
+    sums.chunks_exact(2).map(|p| (p[0], p[1])).unzip()
 }
 
 /// `Σ f(v)` over `row` in eight interleaved partial sums, an order the compiler may vectorise
@@ -210,6 +305,62 @@ mod tests {
                     (v as f64 - mean) / (var + 1e-12).sqrt() * gamma[i] as f64 + beta[i] as f64;
                 assert!((out as f64 - expected).abs() < 1e-5, "{out} vs {expected}");
             }
+        }
+    }
+
+    #[test]
+    fn layer_norm_gradients_match_an_f64_reference() {
+        let width = 390; // not a multiple of the vector width
+        let rows = PARALLEL_MIN / width * 2 + 3; // several chunks and an uneven split
+        let x: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0 + (i / width % 11) as f32)
+            .collect();
+        let grad: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 104_729) % 997) as f32 * 0.002 - 1.0)
+            .collect();
+        let gamma: Vec<f32> = (0..width).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+        let epsilon = 1e-5;
+        let mut grad_x = vec![0.0; x.len()];
+        let (grad_gamma, grad_beta) = layer_norm_backward(&x, &gamma, &grad, epsilon, &mut grad_x);
+        let (mut e_gamma, mut e_beta) = (vec![0.0f64; width], vec![0.0f64; width]);
+        for (row, (x, d)) in x.chunks(width).zip(grad.chunks(width)).enumerate() {
+            let w = width as f64;
+            let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / w;
+            let var = x
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / w;
+            let r = 1.0 / (var + f64::from(epsilon)).sqrt();
+            let xhat: Vec<f64> = x.iter().map(|&v| (f64::from(v) - mean) * r).collect();
+            let g: Vec<f64> = d
+                .iter()
+                .zip(&gamma)
+                .map(|(&d, &g)| f64::from(d * g))
+                .collect();
+            let mean_g = g.iter().sum::<f64>() / w;
+            let mean_gx = g.iter().zip(&xhat).map(|(g, x)| g * x).sum::<f64>() / w;
+            for c in 0..width {
+                let expected = r * (g[c] - mean_g - xhat[c] * mean_gx);
+                let got = f64::from(grad_x[row * width + c]);
+                assert!(
+                    (got - expected).abs() < 2e-4,
+                    "∂x[{row}, {c}]: {got} vs {expected}"
+                );
+                e_gamma[c] += f64::from(d[c]) * xhat[c];
+                e_beta[c] += f64::from(d[c]);
+            }
+        }
+        for c in 0..width {
+            let (dg, db) = (f64::from(grad_gamma[c]), f64::from(grad_beta[c]));
+            assert!(
+                (dg - e_gamma[c]).abs() < 1e-3 * (1.0 + e_gamma[c].abs()),
+                "∂γ[{c}]"
+            );
+            assert!(
+                (db - e_beta[c]).abs() < 1e-3 * (1.0 + e_beta[c].abs()),
+                "∂β[{c}]"
+            );
         }
     }
 

@@ -183,4 +183,36 @@ impl FusedOps for Flex {
         );
         x
     }
+
+    fn layer_norm_last_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let width = x.layout().shape().last().copied().unwrap_or(0);
+        let n = x.layout().num_elements();
+        let fits = plain(&x)
+            && plain(&gamma)
+            && plain(&grad)
+            && width > 0
+            && gamma.layout().num_elements() == width
+            && x.layout().shape() == grad.layout().shape();
+        if !fits {
+            return super::composed_layer_norm_backward::<Self>(x, gamma, grad, epsilon);
+        }
+        let mut grad_x = vec![0.0; n];
+        let (grad_gamma, grad_beta) = cpu::layer_norm_backward(
+            &x.storage::<f32>()[..n],
+            &gamma.storage::<f32>()[..width],
+            &grad.storage::<f32>()[..n],
+            epsilon as f32,
+            &mut grad_x,
+        );
+        (
+            tensor(grad_x, x.layout().shape().clone()),
+            tensor(grad_gamma, [width]),
+            tensor(grad_beta, [width]),
+        )
+    }
 }

@@ -1,5 +1,5 @@
-//! Exact GELU, LayerNorm and inference attention as a Burn backend extension, with fast CPU
-//! kernels for Flex.
+//! Exact GELU, LayerNorm and attention (inference and training) as a Burn backend extension,
+//! with fast CPU kernels for Flex.
 //!
 //! On Flex, GELU and its derivative ran element by element with `libm`'s scalar `erff`/`expf` on
 //! one thread, and LayerNorm with a per-element division (Welford's update); after the matrix
@@ -7,10 +7,11 @@
 //! here ([`cpu`]) compute the same functions with loops compiled for the CPU's widest vectors,
 //! split across the available cores and in place where the tensor is not shared;
 //! [`attention_rows`] ([`attention_cpu`]) computes multi-head attention straight from the
-//! projection rows. Other backends keep their own kernels. With autodiff each operation records
-//! one backward step instead of one per elementary operation: GELU's calls the backend's
-//! derivative kernel, LayerNorm's is the closed form composed of the backend's element-wise
-//! operations.
+//! projection rows, and [`attention_train`] ([`attention_train_cpu`]) does the same for training,
+//! with dropout on the probabilities and its own backward. Other backends keep their own kernels
+//! or compose Burn's operations. With autodiff each operation records one backward step instead
+//! of one per elementary operation: GELU's calls the backend's derivative kernel, LayerNorm's
+//! the closed form (a three-pass kernel on Flex, composed of element-wise operations elsewhere).
 
 pub mod attention_cpu;
 mod attention_train;
@@ -225,44 +226,48 @@ pub trait FusedOps: Backend + DropoutOps {
         grad: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let shape = x.shape();
-        let last = shape.num_dims() - 1;
-        let width = shape[last];
-        let rows = shape.num_elements() / width.max(1);
-        let centered = Self::float_sub(x.clone(), Self::float_mean_dim(x, last));
-        let variance =
-            Self::float_mean_dim(Self::float_mul(centered.clone(), centered.clone()), last);
-        let inv_std = Self::float_recip(Self::float_sqrt(Self::float_add_scalar(
-            variance,
-            epsilon.into(),
-        )));
-        let normalized = Self::float_mul(centered, inv_std.clone());
-        let mut broadcast = vec![1; last + 1];
-        broadcast[last] = width;
-        let broadcast = burn::tensor::Shape::from(broadcast);
-        let scaled = Self::float_mul(grad.clone(), Self::float_reshape(gamma, broadcast));
-        let mean_scaled = Self::float_mean_dim(scaled.clone(), last);
-        let mean_projection =
-            Self::float_mean_dim(Self::float_mul(scaled.clone(), normalized.clone()), last);
-        let grad_x = Self::float_mul(
-            inv_std,
-            Self::float_sub(
-                Self::float_sub(scaled, mean_scaled),
-                Self::float_mul(normalized.clone(), mean_projection),
-            ),
-        );
-        let flat =
-            |t: FloatTensor<Self>| Self::float_reshape(t, burn::tensor::Shape::new([rows, width]));
-        let column_sums = |t: FloatTensor<Self>| {
-            Self::float_reshape(
-                Self::float_sum_dim(flat(t), 0),
-                burn::tensor::Shape::new([width]),
-            )
-        };
-        let grad_gamma = column_sums(Self::float_mul(grad.clone(), normalized));
-        let grad_beta = column_sums(grad);
-        (grad_x, grad_gamma, grad_beta)
+        composed_layer_norm_backward::<Self>(x, gamma, grad, epsilon)
     }
+}
+
+/// [`FusedOps::layer_norm_last_backward`] composed of the backend's element-wise operations.
+fn composed_layer_norm_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let shape = x.shape();
+    let last = shape.num_dims() - 1;
+    let width = shape[last];
+    let rows = shape.num_elements() / width.max(1);
+    let centered = B::float_sub(x.clone(), B::float_mean_dim(x, last));
+    let variance = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), last);
+    let inv_std = B::float_recip(B::float_sqrt(B::float_add_scalar(variance, epsilon.into())));
+    let normalized = B::float_mul(centered, inv_std.clone());
+    let mut broadcast = vec![1; last + 1];
+    broadcast[last] = width;
+    let broadcast = burn::tensor::Shape::from(broadcast);
+    let scaled = B::float_mul(grad.clone(), B::float_reshape(gamma, broadcast));
+    let mean_scaled = B::float_mean_dim(scaled.clone(), last);
+    let mean_projection = B::float_mean_dim(B::float_mul(scaled.clone(), normalized.clone()), last);
+    let grad_x = B::float_mul(
+        inv_std,
+        B::float_sub(
+            B::float_sub(scaled, mean_scaled),
+            B::float_mul(normalized.clone(), mean_projection),
+        ),
+    );
+    let flat = |t: FloatTensor<B>| B::float_reshape(t, burn::tensor::Shape::new([rows, width]));
+    let column_sums = |t: FloatTensor<B>| {
+        B::float_reshape(
+            B::float_sum_dim(flat(t), 0),
+            burn::tensor::Shape::new([width]),
+        )
+    };
+    let grad_gamma = column_sums(B::float_mul(grad.clone(), normalized));
+    let grad_beta = column_sums(grad);
+    (grad_x, grad_gamma, grad_beta)
 }
 
 #[cfg(feature = "ndarray")]
