@@ -7,7 +7,7 @@
 //!
 //! `cargo bench --workspace --bench train -- [--modes train-sr,train-lora-ml,train-lora-ft]
 //! [--model DIR] [--contexts 8] [--candidates 20] [--seq 64] [--iters 20] [--warmup 3] [--tasks 10]
-//! [--rank 8] [--steps]` (or `cargo xtask bench train`, which also runs the PyTorch script and prints the
+//! [--rank 8] [--lora-dropout 0.1] [--steps]` (or `cargo xtask bench train`, which also runs the PyTorch script and prints the
 //! ratios). The weights are MiniLM's from `--model` (default models/minilm), or random with its
 //! shape when it is absent. Prints `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=…` with the
 //! median of the timed steps, and the process's peak resident memory; `--steps` also prints every
@@ -36,6 +36,7 @@ struct Options {
     warmup: usize,
     tasks: usize,
     rank: usize,
+    lora_dropout: f64,
     steps: bool,
 }
 
@@ -52,6 +53,7 @@ fn parse() -> Options {
         warmup: 3,
         tasks: 10,
         rank: 8,
+        lora_dropout: 0.1,
         steps: false,
     };
     let mut args = std::env::args().skip(1);
@@ -68,6 +70,7 @@ fn parse() -> Options {
             "--warmup" => o.warmup = number(value(), o.warmup),
             "--tasks" => o.tasks = number(value(), o.tasks),
             "--rank" => o.rank = number(value(), o.rank),
+            "--lora-dropout" => o.lora_dropout = value().parse().unwrap_or(o.lora_dropout),
             "--steps" => o.steps = true,
             // cargo bench passes --bench; anything else unknown is ignored too.
             _ => {}
@@ -144,7 +147,7 @@ fn main() {
         let vocab = base.classifier.encoder.config().vocab_size;
         let mut config = RetrainConfig::default();
         (config.lora.rank, config.lora.alpha, config.lora.dropout) =
-            (o.rank, 2.0 * o.rank as f64, 0.1);
+            (o.rank, 2.0 * o.rank as f64, o.lora_dropout);
         let (model, tasks, slot): (TextModel, usize, fn(usize) -> TaskSlot) = match mode.as_str() {
             "train-sr" => (
                 prepare(base, RetrainMethod::Standard, 1, &config, &device).expect("prepare"),

@@ -272,12 +272,20 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// Adds `scale · (x ⊙ mask) A B` to `out` (`[rows, d_out]`).
+/// Adds `scale · (x ⊙ mask) A B`, and `bias` (`[d_out]`) when given, to every row of `out`
+/// (`[rows, d_out]`).
 ///
 /// # Panics
 ///
 /// If a slice is shorter than its shape says.
-pub fn adapter_forward(out: &mut [f32], x: &[f32], a: &[f32], b: &[f32], shape: AdapterShape) {
+pub fn adapter_forward(
+    out: &mut [f32],
+    x: &[f32],
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    shape: AdapterShape,
+) {
     let AdapterShape {
         rows,
         d_in,
@@ -286,7 +294,7 @@ pub fn adapter_forward(out: &mut [f32], x: &[f32], a: &[f32], b: &[f32], shape: 
         ..
     } = shape;
     assert!(
-        out.len() >= rows * d_out && shape.fits(x, a, b),
+        out.len() >= rows * d_out && shape.fits(x, a, b) && bias.is_none_or(|b| b.len() >= d_out),
         "adapter_forward: slices shorter than {shape:?}"
     );
     let a_t = transpose(&a[..d_in * rank], d_in, rank);
@@ -294,6 +302,7 @@ pub fn adapter_forward(out: &mut [f32], x: &[f32], a: &[f32], b: &[f32], shape: 
         x,
         a_t: &a_t,
         b,
+        bias: bias.map(|b| &b[..d_out]),
         shape,
     };
     let out = &mut out[..rows * d_out];
@@ -322,6 +331,7 @@ struct ForwardRows<'a> {
     /// `Aᵀ`, `[rank, d_in]`.
     a_t: &'a [f32],
     b: &'a [f32],
+    bias: Option<&'a [f32]>,
     shape: AdapterShape,
 }
 
@@ -484,7 +494,13 @@ impl pulp::WithSimd for Dispatched<'_, ForwardRows<'_>> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let ForwardRows { x, a_t, b, shape } = self.kernel;
+        let ForwardRows {
+            x,
+            a_t,
+            b,
+            bias,
+            shape,
+        } = self.kernel;
         let (d_out, rank) = (shape.d_out, shape.rank);
         let mut block = Block::new(shape);
         let mut coefs = vec![0.0_f32; rank];
@@ -500,14 +516,30 @@ impl pulp::WithSimd for Dispatched<'_, ForwardRows<'_>> {
                     *c = shape.scale * d;
                 }
                 combine(simd, out_row, &coefs, b, d_out);
+                if let Some(bias) = bias {
+                    axpy(out_row, 1.0, bias);
+                }
             }
         }
     }
 }
 
+/// The parameter gradients of one adapter call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterGradients {
+    /// `∂A`, `[d_in, rank]`.
+    pub a: Vec<f32>,
+    /// `∂B`, `[rank, d_out]`.
+    pub b: Vec<f32>,
+    /// The column sums of the output gradient, `[d_out]`: the gradient of a bias added to the
+    /// output.
+    pub bias: Vec<f32>,
+}
+
 /// Gradients of the adapter path given the output gradient `grad` (`[rows, d_out]`): writes
-/// `∂x` of the adapter path into `grad_x` (`[rows, d_in]`, overwritten) and returns `(∂A, ∂B)`
-/// in the layouts of `A` and `B`. The mask is rebuilt from its stream, row block by row block.
+/// `∂x` of the adapter path into `grad_x` (`[rows, d_in]`; added to what it holds when
+/// `accumulate`, else overwriting it) and returns `∂A`, `∂B` (in the layouts of `A` and `B`) and
+/// the bias gradient. The mask is rebuilt from its stream, row block by row block.
 ///
 /// # Panics
 ///
@@ -518,8 +550,9 @@ pub fn adapter_backward(
     a: &[f32],
     b: &[f32],
     grad_x: &mut [f32],
+    accumulate: bool,
     shape: AdapterShape,
-) -> (Vec<f32>, Vec<f32>) {
+) -> AdapterGradients {
     let AdapterShape {
         rows,
         d_in,
@@ -537,6 +570,7 @@ pub fn adapter_backward(
         x,
         a_t: &a_t,
         b: &b[..rank * d_out],
+        accumulate,
         shape,
     };
     let grad_x = &mut grad_x[..rows * d_in];
@@ -560,14 +594,20 @@ pub fn adapter_backward(
     for p in partials {
         axpy(&mut total.a_t, 1.0, &p.a_t);
         axpy(&mut total.b, 1.0, &p.b);
+        axpy(&mut total.bias, 1.0, &p.bias);
     }
-    (transpose(&total.a_t, rank, d_in), total.b)
+    AdapterGradients {
+        a: transpose(&total.a_t, rank, d_in),
+        b: total.b,
+        bias: total.bias,
+    }
 }
 
-/// One thread's share of `∂A` (as `[rank, d_in]`) and `∂B` (`[rank, d_out]`).
+/// One thread's share of `∂A` (as `[rank, d_in]`), `∂B` (`[rank, d_out]`) and the bias gradient.
 struct Partial {
     a_t: Vec<f32>,
     b: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 impl Partial {
@@ -575,6 +615,7 @@ impl Partial {
         Self {
             a_t: vec![0.0; shape.rank * shape.d_in],
             b: vec![0.0; shape.rank * shape.d_out],
+            bias: vec![0.0; shape.d_out],
         }
     }
 }
@@ -594,6 +635,8 @@ struct BackwardRows<'a> {
     /// `Aᵀ`, `[rank, d_in]`.
     a_t: &'a [f32],
     b: &'a [f32],
+    /// Whether `∂x` is added to the output slice rather than written over it.
+    accumulate: bool,
     shape: AdapterShape,
 }
 
@@ -607,6 +650,7 @@ impl pulp::WithSimd for Dispatched<'_, BackwardRows<'_>> {
             x,
             a_t,
             b,
+            accumulate,
             shape,
         } = self.kernel;
         let (d_in, d_out, rank) = (shape.d_in, shape.d_out, shape.rank);
@@ -615,6 +659,8 @@ impl pulp::WithSimd for Dispatched<'_, BackwardRows<'_>> {
         // ∂down = s · G Bᵀ of the block, `[rows, rank]`, and one column of a factor's coefficients.
         let mut grad_down = vec![0.0_f32; BLOCK_ROWS * rank];
         let mut column = [0.0_f32; BLOCK_ROWS];
+        // One row of the adapter's `∂x` before it is masked and added.
+        let mut masked_row = vec![0.0_f32; d_in];
         for (i, grad_x) in self.out.chunks_mut(BLOCK_ROWS * d_in).enumerate() {
             let row = self.first_row + i * BLOCK_ROWS;
             let rows = grad_x.len() / d_in;
@@ -629,6 +675,7 @@ impl pulp::WithSimd for Dispatched<'_, BackwardRows<'_>> {
                 for v in gd.iter_mut() {
                     *v *= shape.scale;
                 }
+                axpy(&mut partial.bias, 1.0, g_row);
             }
             let column = &mut column[..rows];
             for j in 0..rank {
@@ -661,11 +708,25 @@ impl pulp::WithSimd for Dispatched<'_, BackwardRows<'_>> {
                 .zip(grad_down.chunks_exact(rank))
                 .enumerate()
             {
-                gx_row.fill(0.0);
-                combine(simd, gx_row, gd, a_t, d_in);
-                if shape.mask.is_some() {
-                    for (g, &m) in gx_row.iter_mut().zip(&block.mask[r * d_in..][..d_in]) {
-                        *g *= m;
+                match (shape.mask.is_some(), *accumulate) {
+                    (false, true) => combine(simd, gx_row, gd, a_t, d_in),
+                    (false, false) => {
+                        gx_row.fill(0.0);
+                        combine(simd, gx_row, gd, a_t, d_in);
+                    }
+                    (true, _) => {
+                        masked_row.fill(0.0);
+                        combine(simd, &mut masked_row, gd, a_t, d_in);
+                        let mask = &block.mask[r * d_in..][..d_in];
+                        if *accumulate {
+                            for ((g, &v), &m) in gx_row.iter_mut().zip(&masked_row).zip(mask) {
+                                *g += v * m;
+                            }
+                        } else {
+                            for ((g, &v), &m) in gx_row.iter_mut().zip(&masked_row).zip(mask) {
+                                *g = v * m;
+                            }
+                        }
                     }
                 }
             }
@@ -747,12 +808,20 @@ mod tests {
                 let a = values(d_in * rank, 2);
                 let b = values(rank * d_out, 3);
                 let mut out = vec![1.0; rows * d_out];
-                adapter_forward(&mut out, &x, &a, &b, shape);
+                adapter_forward(&mut out, &x, &a, &b, None, shape);
                 for (got, want) in out.iter().zip(reference(&x, &a, &b, shape)) {
                     assert!(
                         (f64::from(*got) - 1.0 - want).abs() < 1e-4,
                         "{shape:?}: {got} vs 1 + {want}"
                     );
+                }
+                // With a bias, every row gains it too.
+                let bias = values(d_out, 8);
+                let mut biased = vec![1.0; rows * d_out];
+                adapter_forward(&mut biased, &x, &a, &b, Some(&bias), shape);
+                for (i, (got, plain)) in biased.iter().zip(&out).enumerate() {
+                    let want = plain + bias[i % d_out];
+                    assert!((got - want).abs() < 1e-5, "{shape:?}: {got} vs {want}");
                 }
             }
         }
@@ -782,7 +851,23 @@ mod tests {
                 .sum()
         };
         let mut grad_x = vec![f32::NAN; shape.rows * shape.d_in];
-        let (grad_a, grad_b) = adapter_backward(&grad, &x, &a, &b, &mut grad_x, shape);
+        let grads = adapter_backward(&grad, &x, &a, &b, &mut grad_x, false, shape);
+        let (grad_a, grad_b) = (grads.a, grads.b);
+        // Accumulating adds the same ∂x to what the slice held.
+        let mut accumulated: Vec<f32> = (0..grad_x.len()).map(|i| i as f32 * 0.5).collect();
+        let again = adapter_backward(&grad, &x, &a, &b, &mut accumulated, true, shape);
+        for (i, (acc, g)) in accumulated.iter().zip(&grad_x).enumerate() {
+            assert!(
+                (acc - i as f32 * 0.5 - g).abs() < 1e-5,
+                "accumulated ∂x[{i}]"
+            );
+        }
+        assert_eq!((&again.a, &again.b), (&grad_a, &grad_b));
+        // The bias gradient is the column sums of the output gradient.
+        for (c, &got) in grads.bias.iter().enumerate() {
+            let want: f32 = grad.chunks(shape.d_out).map(|row| row[c]).sum();
+            assert!((got - want).abs() < 1e-5, "∂bias[{c}]: {got} vs {want}");
+        }
         let h = 1e-2_f32;
         let check = |name: &str, analytic: &[f32], which: usize| {
             for i in 0..analytic.len() {

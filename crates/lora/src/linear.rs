@@ -28,7 +28,7 @@
 //! # }
 //! ```
 
-use crate::fused::adapted;
+use crate::fused::{adapted, adapted_linear};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
@@ -264,17 +264,26 @@ impl LoraLinear {
         let rows = dims[..D - 1].iter().product();
         dims[D - 1] = self.d_output();
         let flat: Tensor<2> = input.reshape([rows, self.d_input()]);
-        let base = self.base.forward(flat.clone());
-        let out = match adapter {
-            Some(t) => adapted(
-                base,
+        let out = match (adapter, &self.base.bias) {
+            // Base product, bias and adapter in one operation.
+            (Some(t), Some(bias)) => adapted_linear(
+                flat,
+                self.base.weight.val(),
+                bias.val(),
+                self.lora_a[t].val(),
+                self.lora_b[t].val(),
+                self.scale,
+                &self.dropout,
+            ),
+            (Some(t), None) => adapted(
+                self.base.forward(flat.clone()),
                 flat,
                 self.lora_a[t].val(),
                 self.lora_b[t].val(),
                 self.scale,
                 &self.dropout,
             ),
-            None => base,
+            (None, _) => self.base.forward(flat),
         };
         out.reshape(dims)
     }

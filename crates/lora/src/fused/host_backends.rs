@@ -9,7 +9,7 @@ use super::AdapterOps;
 #[cfg(feature = "ndarray")]
 use super::composed_adapter;
 #[cfg(feature = "flex")]
-use super::{composed_backward, composed_forward};
+use super::{column_sums, composed_backward, composed_forward};
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 use crate::dropout::host_mask;
 #[cfg(feature = "flex")]
@@ -39,6 +39,7 @@ impl AdapterOps for burn::backend::NdArray {
 mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
+    use burn::backend::ops::FloatTensorOps;
     use burn::backend::{Backend, TensorMetadata};
     use burn::tensor::{DType, TensorData};
 
@@ -119,6 +120,7 @@ mod flex {
                 values(&x),
                 values(&a),
                 values(&b),
+                None,
                 shape,
             );
             (base, seed)
@@ -152,20 +154,136 @@ mod flex {
                 return composed_backward::<Self>(x, a, b, mask, grad, scale);
             };
             let mut grad_x = vec![0.0; shape.rows * shape.d_in];
-            let (grad_a, grad_b) = adapter_backward(
+            let grads = adapter_backward(
                 values(&grad),
                 values(&x),
                 values(&a),
                 values(&b),
                 &mut grad_x,
+                false,
                 shape,
             );
+            let (grad_a, grad_b) = (grads.a, grads.b);
             let device = x.device();
             let tensor = |v: Vec<f32>, dims: [usize; 2]| host_tensor::<Self>(v, dims, &device);
             (
                 tensor(grad_x, [shape.rows, shape.d_in]),
                 tensor(grad_a, [shape.d_in, shape.rank]),
                 tensor(grad_b, [shape.rank, shape.d_out]),
+            )
+        }
+
+        fn adapted_linear_forward(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            a: FloatTensor<Self>,
+            b: FloatTensor<Self>,
+            seed: FloatTensor<Self>,
+            scale: f64,
+            keep: f64,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            // Flex's own product: a fresh tensor the kernels then finish in place.
+            let mut out = Self::float_matmul(x.clone(), weight);
+            let shape = shape_of(&out, &x, &a, &b, scale, stream(keep, seed.clone()));
+            let d_out = out.layout().shape()[1];
+            let Some(shape) =
+                shape.filter(|_| plain(&bias) && bias.layout().num_elements() == d_out)
+            else {
+                let base = Self::float_add(
+                    out,
+                    Self::float_reshape(bias, burn::tensor::Shape::new([1, d_out])),
+                );
+                return Self::adapter_forward(base, x, a, b, seed, scale, keep);
+            };
+            let n = out.layout().num_elements();
+            adapter_forward(
+                &mut out.storage_mut::<f32>()[..n],
+                values(&x),
+                values(&a),
+                values(&b),
+                Some(values(&bias)),
+                shape,
+            );
+            (out, seed)
+        }
+
+        fn adapted_linear_backward(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            a: FloatTensor<Self>,
+            b: FloatTensor<Self>,
+            saved: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            scale: f64,
+            keep: f64,
+            need_x: bool,
+            need_weight: bool,
+        ) -> (
+            FloatTensor<Self>,
+            FloatTensor<Self>,
+            FloatTensor<Self>,
+            FloatTensor<Self>,
+            FloatTensor<Self>,
+        ) {
+            // The forward saved the seed (1-D) when it ran the kernels, the mask (2-D) otherwise.
+            let from_seed = saved.layout().shape().num_dims() == 1;
+            let mask = if from_seed {
+                stream(keep, saved.clone())
+            } else {
+                None
+            };
+            let shape = shape_of(&grad, &x, &a, &b, scale, mask).filter(|_| from_seed);
+            let Some(shape) = shape else {
+                let grad_bias = column_sums::<Self>(grad.clone());
+                let grad_weight = if need_weight {
+                    Self::float_matmul(Self::float_transpose(x.clone()), grad.clone())
+                } else {
+                    grad_bias.clone()
+                };
+                let (adapter_x, grad_a, grad_b) =
+                    Self::adapter_backward(x, a, b, saved, grad.clone(), scale, keep);
+                let grad_x = if need_x {
+                    let base_x = Self::float_matmul(grad, Self::float_transpose(weight));
+                    Self::float_add(base_x, adapter_x)
+                } else {
+                    adapter_x
+                };
+                return (grad_x, grad_weight, grad_bias, grad_a, grad_b);
+            };
+            let grad_weight = need_weight
+                .then(|| Self::float_matmul(Self::float_transpose(x.clone()), grad.clone()));
+            let device = x.device();
+            let n_x = shape.rows * shape.d_in;
+            // The base product's ∂x is fresh, so the adapter's is added to it in place.
+            let (mut grad_x, accumulate) = if need_x {
+                let base_x = Self::float_matmul(grad.clone(), Self::float_transpose(weight));
+                (base_x, true)
+            } else {
+                (
+                    host_tensor::<Self>(vec![0.0; n_x], [shape.rows, shape.d_in], &device),
+                    false,
+                )
+            };
+            let grads = adapter_backward(
+                values(&grad),
+                values(&x),
+                values(&a),
+                values(&b),
+                &mut grad_x.storage_mut::<f32>()[..n_x],
+                accumulate,
+                shape,
+            );
+            let tensor = |v: Vec<f32>, dims: &[usize]| {
+                Self::float_from_data(TensorData::new(v, dims.to_vec()), &device)
+            };
+            let grad_bias = tensor(grads.bias, &[shape.d_out]);
+            (
+                grad_x,
+                grad_weight.unwrap_or_else(|| grad_bias.clone()),
+                grad_bias,
+                tensor(grads.a, &[shape.d_in, shape.rank]),
+                tensor(grads.b, &[shape.rank, shape.d_out]),
             )
         }
     }

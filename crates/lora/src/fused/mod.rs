@@ -32,16 +32,7 @@ pub fn adapted(
     scale: f64,
     dropout: &Dropout,
 ) -> Tensor<2> {
-    let device = x.device();
-    let active = dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0;
-    let (keep, seed) = if active {
-        (
-            1.0 - dropout.prob,
-            Tensor::<1>::random([2], Distribution::Default, &device),
-        )
-    } else {
-        (1.0, Tensor::<1>::zeros([2], &device))
-    };
+    let (keep, seed) = dropout_seed(dropout, &x.device());
     let (out, _saved) = <burn::backend::Dispatch as AdapterOps>::adapter_forward(
         base.into_dispatch(),
         x.into_dispatch(),
@@ -52,6 +43,53 @@ pub fn adapted(
         keep,
     );
     Tensor::from_dispatch(out)
+}
+
+/// A LoRA linear layer with its adapter as one operation:
+/// `x W + bias + scale · (dropout(x) A) B` for `x` `[rows, d_in]`, `W` `[d_in, d_out]` (Burn's
+/// `Linear` layout), `bias` `[d_out]`, `A` `[d_in, r]`, `B` `[r, d_out]`, with the dropout of
+/// [`adapted`].
+///
+/// Beyond [`adapted`], the bias is added and its gradient summed in the adapter kernels' passes,
+/// and on Flex the adapter's `∂x` is added in place to the base product's `∂x = ∂out Wᵀ` instead
+/// of being a second tensor that autodiff then adds: in a LoRA-ML step of the encoder that
+/// separate sum and its buffer were about as much memory traffic as the adapter kernels' own.
+pub fn adapted_linear(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    a: Tensor<2>,
+    b: Tensor<2>,
+    scale: f64,
+    dropout: &Dropout,
+) -> Tensor<2> {
+    let device = x.device();
+    let (keep, seed) = dropout_seed(dropout, &device);
+    let (out, _saved) = <burn::backend::Dispatch as AdapterOps>::adapted_linear_forward(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        a.into_dispatch(),
+        b.into_dispatch(),
+        seed.into_dispatch(),
+        scale,
+        keep,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// The keep probability and the seed tensor of an adapter's dropout: one draw from the device's
+/// stream when the dropout is active (training, positive probability, autodiff device).
+fn dropout_seed(dropout: &Dropout, device: &burn::tensor::Device) -> (f64, Tensor<1>) {
+    let active = dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0;
+    if active {
+        (
+            1.0 - dropout.prob,
+            Tensor::<1>::random([2], Distribution::Default, device),
+        )
+    } else {
+        (1.0, Tensor::<1>::zeros([2], device))
+    }
 }
 
 /// The adapter path per backend. The defaults compose Burn's operations with a mask sampled by the
@@ -103,6 +141,83 @@ pub trait AdapterOps: Backend {
         let mask = (keep < 1.0).then_some(saved);
         composed_backward::<Self>(x, a, b, mask, grad, scale)
     }
+
+    /// The forward of [`adapted_linear`]: the output and the saved tensor of
+    /// [`adapter_forward`](AdapterOps::adapter_forward).
+    #[allow(clippy::too_many_arguments)]
+    fn adapted_linear_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        seed: FloatTensor<Self>,
+        scale: f64,
+        keep: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let base = biased_product::<Self>(x.clone(), weight, bias);
+        Self::adapter_forward(base, x, a, b, seed, scale, keep)
+    }
+
+    /// Gradients `(∂x, ∂W, ∂bias, ∂A, ∂B)` of [`adapted_linear`] given the output gradient
+    /// `grad`; `∂x` and `∂W` are computed only when `need_x` and `need_weight` (otherwise those
+    /// two results are unspecified tensors), as autodiff skips the gradients of frozen inputs.
+    #[allow(clippy::too_many_arguments)]
+    fn adapted_linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        saved: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+        keep: f64,
+        need_x: bool,
+        need_weight: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let grad_bias = column_sums::<Self>(grad.clone());
+        let grad_weight = if need_weight {
+            Self::float_matmul(Self::float_transpose(x.clone()), grad.clone())
+        } else {
+            grad_bias.clone()
+        };
+        let (adapter_x, grad_a, grad_b) =
+            Self::adapter_backward(x, a, b, saved, grad.clone(), scale, keep);
+        let grad_x = if need_x {
+            Self::float_add(
+                Self::float_matmul(grad, Self::float_transpose(weight)),
+                adapter_x,
+            )
+        } else {
+            adapter_x
+        };
+        (grad_x, grad_weight, grad_bias, grad_a, grad_b)
+    }
+}
+
+/// `x W + bias` from Burn's operations (`bias` `[d_out]` broadcast over the rows).
+fn biased_product<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let d_out = bias.shape().num_elements();
+    B::float_add(
+        B::float_matmul(x, weight),
+        B::float_reshape(bias, burn::tensor::Shape::new([1, d_out])),
+    )
+}
+
+/// The column sums of a `[rows, cols]` tensor, `[cols]`.
+fn column_sums<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let cols = t.shape()[1];
+    B::float_reshape(B::float_sum_dim(t, 0), burn::tensor::Shape::new([cols]))
 }
 
 /// [`AdapterOps::adapter_forward`] from Burn's operations, with the mask (when `keep < 1`) from
