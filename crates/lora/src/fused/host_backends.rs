@@ -208,6 +208,7 @@ mod flex {
             (out, seed)
         }
 
+        #[allow(clippy::type_complexity)]
         fn adapted_linear_backward(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,

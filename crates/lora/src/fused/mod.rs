@@ -162,7 +162,9 @@ pub trait AdapterOps: Backend {
     /// Gradients `(∂x, ∂W, ∂bias, ∂A, ∂B)` of [`adapted_linear`] given the output gradient
     /// `grad`; `∂x` and `∂W` are computed only when `need_x` and `need_weight` (otherwise those
     /// two results are unspecified tensors), as autodiff skips the gradients of frozen inputs.
-    #[allow(clippy::too_many_arguments)]
+    // The tuple is spelled out: `backend_extension` reads the return type as written, and an
+    // alias would hide its tensors.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn adapted_linear_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

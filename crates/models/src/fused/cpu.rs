@@ -93,7 +93,10 @@ pub fn layer_norm_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let width = gamma.len();
     assert!(
-        width > 0 && x.len() == grad.len() && x.len() == grad_x.len() && x.len() % width == 0,
+        width > 0
+            && x.len() == grad.len()
+            && x.len() == grad_x.len()
+            && x.len().is_multiple_of(width),
         "layer_norm_backward: {} inputs, {} gradients, {} outputs for rows of {width}",
         x.len(),
         grad.len(),
