@@ -54,7 +54,7 @@ class TaskLoraLinear(nn.Module):
         return self.base(x) + self.up[t](self.down[t](self.dropout(x))) * self.scale
 
 
-def adapt(model, rank, tasks):
+def adapt(model, rank, tasks, dropout):
     """Wraps the six encoder linears of every layer; returns the wrappers."""
     wrappers = []
     for layer in model.base_model.encoder.layer:
@@ -66,7 +66,7 @@ def adapt(model, rank, tasks):
             else:
                 for name in parents:
                     parent = getattr(parent, name)
-            wrapper = TaskLoraLinear(getattr(parent, leaf), rank, tasks, 2.0 * rank, 0.1)
+            wrapper = TaskLoraLinear(getattr(parent, leaf), rank, tasks, 2.0 * rank, dropout)
             setattr(parent, leaf, wrapper)
             wrappers.append(wrapper)
     return wrappers
@@ -89,7 +89,7 @@ def step_fn(mode, args):
     tasks = args.tasks if mode == "train-lora-ml" else 1
     heads = None
     if mode in ("train-lora-ml", "train-lora-ft"):
-        wrappers = adapt(model, args.rank, tasks)
+        wrappers = adapt(model, args.rank, tasks, args.lora_dropout)
     if mode == "train-lora-ml":
         # One head per task, as the authors' MultiHeadClassifier.
         import copy
@@ -136,6 +136,7 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tasks", type=int, default=10)
     p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--lora-dropout", type=float, default=0.1)
     a, _ = p.parse_known_args()
     tokens = a.contexts * a.candidates * a.seq
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "

@@ -120,7 +120,8 @@ fn torch_args(args: &[String]) -> Vec<String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--profile" => {}
+            // Options only the Rust benches have.
+            "--profile" | "--steps" => {}
             "--backend" => {
                 it.next();
             }

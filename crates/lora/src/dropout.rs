@@ -162,11 +162,7 @@ fn flex_masked(
 ) -> FloatTensor<burn::backend::Flex> {
     use burn::backend::Flex;
     use burn::backend::ops::FloatTensorOps;
-    use burn::tensor::DType;
-    let plain = values.dtype() == DType::F32
-        && values.is_contiguous()
-        && values.layout().start_offset() == 0;
-    if !plain {
+    if !crate::fused::host_backends::flex::plain(&values) {
         let mask = host_mask::<Flex>(values.clone(), keep, seed);
         return Flex::float_mul(values, mask);
     }

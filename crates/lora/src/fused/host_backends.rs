@@ -9,7 +9,7 @@ use super::AdapterOps;
 #[cfg(feature = "ndarray")]
 use super::composed_adapter;
 #[cfg(feature = "flex")]
-use super::{column_sums, composed_backward, composed_forward};
+use super::{add_bias, composed_backward, composed_forward, composed_linear_backward};
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 use crate::dropout::host_mask;
 #[cfg(feature = "flex")]
@@ -36,7 +36,7 @@ impl AdapterOps for burn::backend::NdArray {
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(crate) mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::backend::ops::FloatTensorOps;
@@ -47,16 +47,16 @@ mod flex {
     use crate::host::{AdapterShape, MaskStream, adapter_backward, adapter_forward};
 
     /// A tensor of the backend from host values.
-    fn host_tensor<B: Backend>(
+    fn host_tensor<B: Backend, const D: usize>(
         values: Vec<f32>,
-        dims: [usize; 2],
+        dims: [usize; D],
         device: &B::Device,
     ) -> FloatTensor<B> {
         B::float_from_data(TensorData::new(values, dims), device)
     }
 
     /// Contiguous f32 from the start of its storage: the layout the kernels handle.
-    fn plain(t: &FlexTensor) -> bool {
+    pub(crate) fn plain(t: &FlexTensor) -> bool {
         t.dtype() == DType::F32 && t.is_contiguous() && t.layout().start_offset() == 0
     }
 
@@ -165,7 +165,7 @@ mod flex {
             );
             let (grad_a, grad_b) = (grads.a, grads.b);
             let device = x.device();
-            let tensor = |v: Vec<f32>, dims: [usize; 2]| host_tensor::<Self>(v, dims, &device);
+            let tensor = |v: Vec<f32>, dims: [usize; 2]| host_tensor::<Self, 2>(v, dims, &device);
             (
                 tensor(grad_x, [shape.rows, shape.d_in]),
                 tensor(grad_a, [shape.d_in, shape.rank]),
@@ -190,10 +190,7 @@ mod flex {
             let Some(shape) =
                 shape.filter(|_| plain(&bias) && bias.layout().num_elements() == d_out)
             else {
-                let base = Self::float_add(
-                    out,
-                    Self::float_reshape(bias, burn::tensor::Shape::new([1, d_out])),
-                );
+                let base = add_bias::<Self>(out, bias);
                 return Self::adapter_forward(base, x, a, b, seed, scale, keep);
             };
             let n = out.layout().num_elements();
@@ -236,21 +233,18 @@ mod flex {
             };
             let shape = shape_of(&grad, &x, &a, &b, scale, mask).filter(|_| from_seed);
             let Some(shape) = shape else {
-                let grad_bias = column_sums::<Self>(grad.clone());
-                let grad_weight = if need_weight {
-                    Self::float_matmul(Self::float_transpose(x.clone()), grad.clone())
-                } else {
-                    grad_bias.clone()
-                };
-                let (adapter_x, grad_a, grad_b) =
-                    Self::adapter_backward(x, a, b, saved, grad.clone(), scale, keep);
-                let grad_x = if need_x {
-                    let base_x = Self::float_matmul(grad, Self::float_transpose(weight));
-                    Self::float_add(base_x, adapter_x)
-                } else {
-                    adapter_x
-                };
-                return (grad_x, grad_weight, grad_bias, grad_a, grad_b);
+                return composed_linear_backward::<Self>(
+                    x,
+                    weight,
+                    a,
+                    b,
+                    saved,
+                    grad,
+                    scale,
+                    keep,
+                    need_x,
+                    need_weight,
+                );
             };
             let grad_weight = need_weight
                 .then(|| Self::float_matmul(Self::float_transpose(x.clone()), grad.clone()));
@@ -262,7 +256,7 @@ mod flex {
                 (base_x, true)
             } else {
                 (
-                    host_tensor::<Self>(vec![0.0; n_x], [shape.rows, shape.d_in], &device),
+                    host_tensor::<Self, 2>(vec![0.0; n_x], [shape.rows, shape.d_in], &device),
                     false,
                 )
             };
@@ -275,16 +269,13 @@ mod flex {
                 accumulate,
                 shape,
             );
-            let tensor = |v: Vec<f32>, dims: &[usize]| {
-                Self::float_from_data(TensorData::new(v, dims.to_vec()), &device)
-            };
-            let grad_bias = tensor(grads.bias, &[shape.d_out]);
+            let grad_bias = host_tensor::<Self, 1>(grads.bias, [shape.d_out], &device);
             (
                 grad_x,
                 grad_weight.unwrap_or_else(|| grad_bias.clone()),
                 grad_bias,
-                tensor(grads.a, &[shape.d_in, shape.rank]),
-                tensor(grads.b, &[shape.rank, shape.d_out]),
+                host_tensor::<Self, 2>(grads.a, [shape.d_in, shape.rank], &device),
+                host_tensor::<Self, 2>(grads.b, [shape.rank, shape.d_out], &device),
             )
         }
     }

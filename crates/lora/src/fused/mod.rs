@@ -14,7 +14,7 @@
 //! Burn's operations (and store the mask for the backward).
 
 mod autodiff;
-mod host_backends;
+pub(crate) mod host_backends;
 
 use burn::backend::{Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::nn::Dropout;
@@ -183,35 +183,72 @@ pub trait AdapterOps: Backend {
         FloatTensor<Self>,
         FloatTensor<Self>,
     ) {
-        let grad_bias = column_sums::<Self>(grad.clone());
-        let grad_weight = if need_weight {
-            Self::float_matmul(Self::float_transpose(x.clone()), grad.clone())
-        } else {
-            grad_bias.clone()
-        };
-        let (adapter_x, grad_a, grad_b) =
-            Self::adapter_backward(x, a, b, saved, grad.clone(), scale, keep);
-        let grad_x = if need_x {
-            Self::float_add(
-                Self::float_matmul(grad, Self::float_transpose(weight)),
-                adapter_x,
-            )
-        } else {
-            adapter_x
-        };
-        (grad_x, grad_weight, grad_bias, grad_a, grad_b)
+        composed_linear_backward::<Self>(
+            x,
+            weight,
+            a,
+            b,
+            saved,
+            grad,
+            scale,
+            keep,
+            need_x,
+            need_weight,
+        )
     }
 }
 
-/// `x W + bias` from Burn's operations (`bias` `[d_out]` broadcast over the rows).
+/// [`AdapterOps::adapted_linear_backward`] from Burn's products and the backend's
+/// [`adapter_backward`](AdapterOps::adapter_backward).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn composed_linear_backward<B: AdapterOps>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    saved: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    scale: f64,
+    keep: f64,
+    need_x: bool,
+    need_weight: bool,
+) -> (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+) {
+    let grad_bias = column_sums::<B>(grad.clone());
+    let grad_weight = if need_weight {
+        B::float_matmul(B::float_transpose(x.clone()), grad.clone())
+    } else {
+        grad_bias.clone()
+    };
+    let (adapter_x, grad_a, grad_b) =
+        B::adapter_backward(x, a, b, saved, grad.clone(), scale, keep);
+    let grad_x = if need_x {
+        B::float_add(B::float_matmul(grad, B::float_transpose(weight)), adapter_x)
+    } else {
+        adapter_x
+    };
+    (grad_x, grad_weight, grad_bias, grad_a, grad_b)
+}
+
+/// `x W + bias` from Burn's operations.
 fn biased_product<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
 ) -> FloatTensor<B> {
+    add_bias::<B>(B::float_matmul(x, weight), bias)
+}
+
+/// `rows + bias`, `bias` `[d_out]` broadcast over the rows of `rows` `[n, d_out]`.
+fn add_bias<B: Backend>(rows: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
     let d_out = bias.shape().num_elements();
     B::float_add(
-        B::float_matmul(x, weight),
+        rows,
         B::float_reshape(bias, burn::tensor::Shape::new([1, d_out])),
     )
 }
