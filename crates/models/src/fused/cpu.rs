@@ -218,17 +218,28 @@ pub fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// `exp(x)` for `x ≤ 0` (the normal density's exponent): `2^n · 2^f` with `n` an integer and
-/// `|f| ≤ 1/2`, `2^f` by its degree-6 Taylor polynomial (relative error at most 1e-6 on
-/// `[-18, 0]`, from rounding `x · log₂e`).
+/// Below this `x · log₂e`, [`exp`] is 0.
+const EXP_FLUSH: f32 = -100.0;
+
+/// `exp(x)` for `x ≤ 0` (the normal density's and the softmax's exponents): `2^n · 2^f` with `n` an
+/// integer and `|f| ≤ 1/2`, `2^f` by its degree-6 Taylor polynomial (relative error at most 1e-6 on
+/// `[-18, 0]`, from rounding `x · log₂e`); exactly 0 below `2^-100` (`x < -69.3`).
+///
+/// The flush is for speed, and it keeps every result a normal float: a masked attention score
+/// (`f32::MIN`) used to come out as `2^-126`, which the softmax's division made subnormal, and
+/// subnormal operands slow x86 arithmetic by orders of magnitude on Intel cores (a padded batch's
+/// SR step took 21.8 s instead of 1.1 s on the Intel Xeon host, docs/benchmarks.md). Above the
+/// flush, a probability divided by a row sum of at most 2²³ terms stays normal. What is flushed is
+/// below f32's resolution next to the row's largest term (which is 1).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     // Round to nearest by adding and subtracting 1.5·2²³ (exact for |t| < 2²²): `round()`
     // would be a libm call on baseline x86-64 and stop the loop from vectorising.
     const ROUNDER: f32 = 12_582_912.0;
-    let t = (x * std::f32::consts::LOG2_E).max(-126.0);
-    let n = (t + ROUNDER) - ROUNDER;
-    let f = (t - n) * std::f32::consts::LN_2;
+    let t = x * std::f32::consts::LOG2_E;
+    let clamped = t.max(EXP_FLUSH);
+    let n = (clamped + ROUNDER) - ROUNDER;
+    let f = (clamped - n) * std::f32::consts::LN_2;
     let mut p = 1.0 / 720.0_f32;
     p = p * f + 1.0 / 120.0;
     p = p * f + 1.0 / 24.0;
@@ -236,8 +247,9 @@ pub fn exp(x: f32) -> f32 {
     p = p * f + 0.5;
     p = p * f + 1.0;
     p = p * f + 1.0;
-    // 2^n through the exponent bits; n ∈ [-126, 0] keeps the result normal.
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n through the exponent bits; n ∈ [-100, 0] keeps the result normal.
+    let value = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if t < EXP_FLUSH { 0.0 } else { value }
 }
 
 #[cfg(test)]
@@ -266,7 +278,20 @@ mod tests {
             .fold(0.0, f64::max);
         // 1.0e-6 measured at x = -18, where rounding x·log₂e dominates.
         assert!(worst < 2e-6, "max relative exp error {worst}");
-        assert_eq!(exp(-200.0), exp(-126.0 * std::f32::consts::LN_2));
+        assert_eq!(exp(-200.0), 0.0);
+        assert_eq!(exp(f32::MIN), 0.0);
+    }
+
+    #[test]
+    fn exp_is_zero_or_a_normal_float() {
+        let mut x = 0.0_f32;
+        while x > -200.0 {
+            let y = exp(x);
+            assert!(y == 0.0 || y.is_normal(), "exp({x}) = {y:e}");
+            x -= 1e-3;
+        }
+        // Where it flushes, the true value is below 2^-100.
+        assert!(exp(-69.3) > 0.0 && exp(-69.4) == 0.0);
     }
 
     #[test]
