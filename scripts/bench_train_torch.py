@@ -21,8 +21,10 @@ after --warmup), and the peak resident memory of the process.
 
 Usage: python3 scripts/bench_train_torch.py [--modes train-sr,train-lora-ml,train-lora-ft]
            [--contexts 8] [--candidates 20] [--seq 64] [--iters 20] [--warmup 3] [--tasks 10] [--rank 8]
+           [--lora-dropout 0.1] [--interleave] [--padded]
 """
 import argparse
+import math
 import os
 import resource
 import statistics
@@ -105,6 +107,12 @@ def step_fn(mode, args):
     rows = args.contexts * args.candidates
     ids = torch.randint(1000, 30000, (rows, args.seq))
     mask = torch.ones(rows, args.seq, dtype=torch.long)
+    if args.padded:
+        # Row r keeps seq/2 + r mod (seq/2 + 1) tokens and is padded after them, as in the Rust bench.
+        for r in range(rows):
+            length = args.seq // 2 + r % (args.seq // 2 + 1)
+            mask[r, length:] = 0
+            ids[r, length:] = 0
     labels = torch.zeros(rows, dtype=torch.long)
     labels[:: args.candidates] = 1
     counter = [0]
@@ -125,6 +133,31 @@ def step_fn(mode, args):
     return step, shape
 
 
+def report(mode, shape, times, tokens):
+    secs = statistics.median(times)
+    print(f"BENCH shape={shape} mode={mode} tokens_per_s={tokens / secs:.0f} "
+          f"ms_per_batch={secs * 1e3:.1f}")
+
+
+# Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042]
+
+
+def print_ratio(mode, first, ratios):
+    """The geometric mean of per-round step-time ratios with a 95 % t interval on their logs."""
+    logs = [math.log(r) for r in ratios]
+    n = len(logs)
+    mean = statistics.fmean(logs)
+    half = 0.0
+    if n > 1:
+        t = T975[n - 2] if n - 1 <= len(T975) else 1.96
+        half = t * statistics.stdev(logs) / math.sqrt(n)
+    print(f"RATIO {mode} / {first} = {math.exp(mean):.3f} (95 % CI {math.exp(mean - half):.3f}"
+          f"\u2013{math.exp(mean + half):.3f}; rounds {min(ratios):.3f}\u2013{max(ratios):.3f}; n = {n})")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--modes", default="train-sr,train-lora-ml,train-lora-ft")
@@ -137,22 +170,42 @@ def main():
     p.add_argument("--tasks", type=int, default=10)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lora-dropout", type=float, default=0.1)
+    p.add_argument("--padded", action="store_true",
+                   help="rows of seq/2 to seq real tokens, padded to seq")
+    p.add_argument("--interleave", action="store_true",
+                   help="hold every mode's model at once and run one step of each in turn; "
+                        "prints each mode's per-round step-time ratio to the first mode's")
     a, _ = p.parse_known_args()
     tokens = a.contexts * a.candidates * a.seq
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{a.contexts} contexts x {a.candidates} candidates x {a.seq} tokens")
-    for mode in a.modes.split(","):
-        step, shape = step_fn(mode, a)
-        for _ in range(a.warmup):
-            step()
-        times = []
-        for _ in range(a.iters):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        secs = statistics.median(times)
-        print(f"BENCH shape={shape} mode={mode} tokens_per_s={tokens / secs:.0f} "
-              f"ms_per_batch={secs * 1e3:.1f}")
+    modes = a.modes.split(",")
+    if a.interleave:
+        # Every mode's model at once, one step of each in turn: the per-round ratios do not carry
+        # the host's drift between rounds.
+        steps = [step_fn(mode, a) for mode in modes]
+        times = [[] for _ in modes]
+        for i in range(a.warmup + a.iters):
+            for (step, _), ts in zip(steps, times):
+                start = time.perf_counter()
+                step()
+                if i >= a.warmup:
+                    ts.append(time.perf_counter() - start)
+        for mode, (_, shape), ts in zip(modes, steps, times):
+            report(mode, shape, ts, tokens)
+        for mode, ts in zip(modes[1:], times[1:]):
+            print_ratio(mode, modes[0], [b / f for f, b in zip(times[0], ts)])
+    else:
+        for mode in modes:
+            step, shape = step_fn(mode, a)
+            for _ in range(a.warmup):
+                step()
+            ts = []
+            for _ in range(a.iters):
+                start = time.perf_counter()
+                step()
+                ts.append(time.perf_counter() - start)
+            report(mode, shape, ts, tokens)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"# peak resident memory of the process: {peak_mb:.0f} MB")
 

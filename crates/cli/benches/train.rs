@@ -7,11 +7,21 @@
 //!
 //! `cargo bench --workspace --bench train -- [--modes train-sr,train-lora-ml,train-lora-ft]
 //! [--model DIR] [--contexts 8] [--candidates 20] [--seq 64] [--iters 20] [--warmup 3] [--tasks 10]
-//! [--rank 8] [--lora-dropout 0.1] [--steps]` (or `cargo xtask bench train`, which also runs the PyTorch script and prints the
-//! ratios). The weights are MiniLM's from `--model` (default models/minilm), or random with its
+//! [--rank 8] [--lora-dropout 0.1] [--steps] [--interleave] [--padded]` (or `cargo xtask bench
+//! train`, which also runs the PyTorch script and prints the ratios). The weights are MiniLM's from `--model` (default models/minilm), or random with its
 //! shape when it is absent. Prints `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=…` with the
 //! median of the timed steps, and the process's peak resident memory; `--steps` also prints every
 //! step's time, minor page faults and resident memory (warm-up steps included).
+//!
+//! By default each mode runs its steps alone, one mode after the other (run one mode per process
+//! for its peak memory). `--interleave` holds every mode's model at once and runs one step of each
+//! in turn, then prints `RATIO` lines: each mode's step time over the first mode's, the geometric
+//! mean of the per-round ratios with its 95 % interval. Steps run back to back see the same host,
+//! so the ratio does not carry the host's drift between rounds (±10–30 % on our VMs).
+//!
+//! Every row has L real tokens unless `--padded`: then row r has L/2 + r mod (L/2 + 1) of them and
+//! the batch is padded to L, as the experiment's batches are padded to their longest pair, so the
+//! attention masks are exercised (the step time still counts the padded positions).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,10 +30,12 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use adaptable_experiments::convai2::Moments;
 use adaptable_meta::retrain::{RetrainConfig, RetrainMethod, adamw_optimizer, prepare, train_step};
 use adaptable_meta::{MetaModel, TaskSlot};
 use adaptable_models::{EncoderConfig, EncoderInput, LoraTargets, SequenceClassifierConfig};
 use adaptable_text::{RankingBatch, TextBatch, TextModel, binary_labels};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 
 struct Options {
@@ -38,6 +50,8 @@ struct Options {
     rank: usize,
     lora_dropout: f64,
     steps: bool,
+    interleave: bool,
+    padded: bool,
 }
 
 fn parse() -> Options {
@@ -55,6 +69,8 @@ fn parse() -> Options {
         rank: 8,
         lora_dropout: 0.1,
         steps: false,
+        interleave: false,
+        padded: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -72,6 +88,8 @@ fn parse() -> Options {
             "--rank" => o.rank = number(value(), o.rank),
             "--lora-dropout" => o.lora_dropout = value().parse().unwrap_or(o.lora_dropout),
             "--steps" => o.steps = true,
+            "--interleave" => o.interleave = true,
+            "--padded" => o.padded = true,
             // cargo bench passes --bench; anything else unknown is ignored too.
             _ => {}
         }
@@ -98,11 +116,16 @@ fn model(o: &Options, device: &Device) -> (TextModel, &'static str) {
     )
 }
 
-/// One ranking batch of real-token ids (no padding), the gold candidate first.
+/// One ranking batch of real-token ids (padded only with `--padded`), the gold candidate first.
 fn batch(o: &Options, vocab: usize, device: &Device) -> TextBatch {
     let rows: Vec<Vec<u32>> = (0..o.contexts * o.candidates)
         .map(|r| {
-            (0..o.seq)
+            let len = if o.padded {
+                o.seq / 2 + r % (o.seq / 2 + 1)
+            } else {
+                o.seq
+            };
+            (0..len)
                 .map(|s| (1000 + (r * 131 + s * 17) % (vocab - 1000)) as u32)
                 .collect()
         })
@@ -133,34 +156,39 @@ fn minor_faults() -> Option<u64> {
     after_name.split_whitespace().nth(7)?.parse().ok()
 }
 
-fn main() {
-    let o = parse();
-    let device = Device::default().autodiff();
-    device.seed(0);
-    let tokens = o.contexts * o.candidates * o.seq;
-    println!(
-        "# {} contexts × {} candidates × {} tokens, {} warm-up and {} timed steps",
-        o.contexts, o.candidates, o.seq, o.warmup, o.iters
-    );
-    for mode in &o.modes {
-        let (base, shape) = model(&o, &device);
+/// One mode's model, optimizer and batch, stepped one training step at a time.
+struct Runner {
+    mode: String,
+    model: Option<TextModel>,
+    optimizer: ModuleOptimizer,
+    batch: TextBatch,
+    tasks: usize,
+    slot: fn(usize) -> TaskSlot,
+    steps: usize,
+    times: Vec<f64>,
+}
+
+impl Runner {
+    /// The runner of `mode`, or `None` (with a message) for an unknown mode.
+    fn new(o: &Options, mode: &str, device: &Device) -> Option<(Self, &'static str)> {
+        let (base, shape) = model(o, device);
         let vocab = base.classifier.encoder.config().vocab_size;
         let mut config = RetrainConfig::default();
         (config.lora.rank, config.lora.alpha, config.lora.dropout) =
             (o.rank, 2.0 * o.rank as f64, o.lora_dropout);
-        let (model, tasks, slot): (TextModel, usize, fn(usize) -> TaskSlot) = match mode.as_str() {
+        let (model, tasks, slot): (TextModel, usize, fn(usize) -> TaskSlot) = match mode {
             "train-sr" => (
-                prepare(base, RetrainMethod::Standard, 1, &config, &device).expect("prepare"),
+                prepare(base, RetrainMethod::Standard, 1, &config, device).expect("prepare"),
                 1,
                 |_| TaskSlot::SHARED,
             ),
             "train-lora-ml" => (
-                prepare(base, RetrainMethod::LoraMl, o.tasks, &config, &device).expect("prepare"),
+                prepare(base, RetrainMethod::LoraMl, o.tasks, &config, device).expect("prepare"),
                 o.tasks,
                 TaskSlot::adapter_and_head,
             ),
             "train-lora-ft" => (
-                base.reset_task_modules(Some(&config.lora), 1, 1, &device)
+                base.reset_task_modules(Some(&config.lora), 1, 1, device)
                     .expect("fresh adapter")
                     .freeze_base(),
                 1,
@@ -168,48 +196,150 @@ fn main() {
             ),
             other => {
                 eprintln!("unknown mode {other:?} (train-sr, train-lora-ml, train-lora-ft)");
-                continue;
+                return None;
             }
         };
-        let batch = batch(&o, vocab, &device);
-        let mut optimizer = adamw_optimizer(0.01);
-        let mut model = Some(model);
-        let mut times = Vec::with_capacity(o.iters);
-        for i in 0..o.warmup + o.iters {
-            let t = i % tasks;
-            let faults = minor_faults();
-            let started = Instant::now();
-            let (next, _) = train_step(
-                model.take().expect("model"),
-                &mut optimizer,
-                1e-4,
-                &batch,
-                slot(t),
-                ("bench", 0, i, t),
-            )
-            .expect("finite loss");
-            let took = started.elapsed().as_secs_f64();
-            if i >= o.warmup {
-                times.push(took);
-            }
-            if o.steps {
-                let faults = minor_faults().zip(faults).map(|(b, a)| b - a);
-                println!(
-                    "# step {i}: {:.0} ms, {} minor faults, resident {:.0} MB",
-                    took * 1e3,
-                    faults.map_or("?".into(), |f| f.to_string()),
-                    resident_mb("VmRSS:").unwrap_or(f64::NAN)
-                );
-            }
-            model = Some(next);
+        let runner = Self {
+            mode: mode.to_string(),
+            model: Some(model),
+            optimizer: adamw_optimizer(0.01),
+            batch: batch(o, vocab, device),
+            tasks,
+            slot,
+            steps: 0,
+            times: Vec::with_capacity(o.iters),
+        };
+        Some((runner, shape))
+    }
+
+    /// Runs one step; its time counts from the `warmup`-th step on.
+    fn step(&mut self, o: &Options) {
+        let (i, t) = (self.steps, self.steps % self.tasks);
+        let faults = minor_faults();
+        let started = Instant::now();
+        let (next, _) = train_step(
+            self.model.take().expect("model"),
+            &mut self.optimizer,
+            1e-4,
+            &self.batch,
+            (self.slot)(t),
+            ("bench", 0, i, t),
+        )
+        .expect("finite loss");
+        let took = started.elapsed().as_secs_f64();
+        self.model = Some(next);
+        self.steps += 1;
+        if i >= o.warmup {
+            self.times.push(took);
         }
+        if o.steps {
+            let faults = minor_faults().zip(faults).map(|(b, a)| b - a);
+            println!(
+                "# {} step {i}: {:.0} ms, {} minor faults, resident {:.0} MB",
+                self.mode,
+                took * 1e3,
+                faults.map_or("?".into(), |f| f.to_string()),
+                resident_mb("VmRSS:").unwrap_or(f64::NAN)
+            );
+        }
+    }
+
+    /// The median timed step, in seconds.
+    fn median(&self) -> f64 {
+        let mut times = self.times.clone();
         times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+        times[times.len() / 2]
+    }
+}
+
+/// Per-round ratios of `other`'s step time to `first`'s from interleaved runs: the steps of one
+/// round ran back to back, so the host's drift between rounds cancels. Prints their geometric mean
+/// with a 95 % t interval (on their logarithms) and the range of single rounds.
+fn print_ratio(first: &Runner, other: &Runner) {
+    let logs: Vec<f64> = first
+        .times
+        .iter()
+        .zip(&other.times)
+        .map(|(a, b)| (b / a).ln())
+        .collect();
+    let Some(m) = Moments::of(&logs) else { return };
+    let (lo, hi) = m.t_interval_95().unwrap_or((m.mean, m.mean));
+    let (min, max) = logs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    println!(
+        "RATIO {} / {} = {:.3} (95 % CI {:.3}–{:.3}; rounds {:.3}–{:.3}; n = {})",
+        other.mode,
+        first.mode,
+        m.mean.exp(),
+        lo.exp(),
+        hi.exp(),
+        min.exp(),
+        max.exp(),
+        m.n
+    );
+}
+
+fn main() {
+    let o = parse();
+    let device = Device::default().autodiff();
+    device.seed(0);
+    let tokens = o.contexts * o.candidates * o.seq;
+    println!(
+        "# {} contexts × {} candidates × {} tokens{}, {} warm-up and {} timed steps{}",
+        o.contexts,
+        o.candidates,
+        o.seq,
+        if o.padded { " (padded rows)" } else { "" },
+        o.warmup,
+        o.iters,
+        if o.interleave {
+            ", modes interleaved step by step"
+        } else {
+            ""
+        }
+    );
+    let report = |runner: &Runner, shape: &str| {
+        let median = runner.median();
         println!(
-            "BENCH shape={shape} mode={mode} tokens_per_s={:.0} ms_per_batch={:.1}",
+            "BENCH shape={shape} mode={} tokens_per_s={:.0} ms_per_batch={:.1}",
+            runner.mode,
             tokens as f64 / median,
             median * 1e3
         );
+    };
+    if o.interleave {
+        // Every mode's model lives at once; each round runs one step of every mode in turn.
+        let (mut runners, shapes): (Vec<Runner>, Vec<&str>) = o
+            .modes
+            .iter()
+            .filter_map(|m| Runner::new(&o, m, &device))
+            .unzip();
+        for _ in 0..o.warmup + o.iters {
+            for runner in &mut runners {
+                runner.step(&o);
+            }
+        }
+        for (runner, shape) in runners.iter().zip(&shapes) {
+            report(runner, shape);
+        }
+        if let Some((first, others)) = runners.split_first() {
+            for other in others {
+                print_ratio(first, other);
+            }
+        }
+    } else {
+        for mode in &o.modes {
+            let Some((mut runner, shape)) = Runner::new(&o, mode, &device) else {
+                continue;
+            };
+            for _ in 0..o.warmup + o.iters {
+                runner.step(&o);
+            }
+            report(&runner, shape);
+        }
     }
     if let Some(mb) = resident_mb("VmHWM:") {
         println!("# peak resident memory of the process: {mb:.0} MB");
