@@ -8,8 +8,11 @@
 //! `cargo bench --workspace --bench train -- [--modes train-sr,train-lora-ml,train-lora-ft]
 //! [--model DIR] [--contexts 8] [--candidates 20] [--seq 64] [--iters 20] [--warmup 3] [--tasks 10]
 //! [--rank 8] [--lora-dropout 0.1] [--steps] [--interleave] [--padded]` (or `cargo xtask bench
-//! train`, which also runs the PyTorch script and prints the ratios). The weights are MiniLM's from `--model` (default models/minilm), or random with its
-//! shape when it is absent. Prints `BENCH shape=… mode=… tokens_per_s=… ms_per_batch=…` with the
+//! train`, which also runs the PyTorch script and prints the ratios). The weights are MiniLM's
+//! from `--model` (default: `$ADAPTABLE_MODELS_DIR/minilm`, else the workspace's models/minilm,
+//! whichever directory `cargo bench` runs the bench from), or random with its shape when that
+//! holds no weights (the shape name then reads `minilm-random`). Prints `BENCH shape=… mode=…
+//! tokens_per_s=… ms_per_batch=…` with the
 //! median of the timed steps, and the process's peak resident memory; `--steps` also prints every
 //! step's time, minor page faults and resident memory (warm-up steps included).
 //!
@@ -59,7 +62,7 @@ fn parse() -> Options {
         modes: ["train-sr", "train-lora-ml", "train-lora-ft"]
             .map(String::from)
             .to_vec(),
-        model: PathBuf::from("models/minilm"),
+        model: adaptable_models::default_models_dir().join("minilm"),
         contexts: 8,
         candidates: 20,
         seq: 64,
