@@ -133,6 +133,18 @@ def step_fn(mode, args):
     return step, shape
 
 
+def time_rounds(steps, warmup, iters):
+    """Runs warmup + iters rounds of one call of each step; each step's times in the timed rounds."""
+    times = [[] for _ in steps]
+    for i in range(warmup + iters):
+        for step, ts in zip(steps, times):
+            start = time.perf_counter()
+            step()
+            if i >= warmup:
+                ts.append(time.perf_counter() - start)
+    return times
+
+
 def report(mode, shape, times, tokens):
     secs = statistics.median(times)
     print(f"BENCH shape={shape} mode={mode} tokens_per_s={tokens / secs:.0f} "
@@ -183,28 +195,16 @@ def main():
     if a.interleave:
         # Every mode's model at once, one step of each in turn: the per-round ratios do not carry
         # the host's drift between rounds.
-        steps = [step_fn(mode, a) for mode in modes]
-        times = [[] for _ in modes]
-        for i in range(a.warmup + a.iters):
-            for (step, _), ts in zip(steps, times):
-                start = time.perf_counter()
-                step()
-                if i >= a.warmup:
-                    ts.append(time.perf_counter() - start)
-        for mode, (_, shape), ts in zip(modes, steps, times):
+        built = [step_fn(mode, a) for mode in modes]
+        times = time_rounds([step for step, _ in built], a.warmup, a.iters)
+        for mode, (_, shape), ts in zip(modes, built, times):
             report(mode, shape, ts, tokens)
         for mode, ts in zip(modes[1:], times[1:]):
             print_ratio(mode, modes[0], [b / f for f, b in zip(times[0], ts)])
     else:
         for mode in modes:
             step, shape = step_fn(mode, a)
-            for _ in range(a.warmup):
-                step()
-            ts = []
-            for _ in range(a.iters):
-                start = time.perf_counter()
-                step()
-                ts.append(time.perf_counter() - start)
+            [ts] = time_rounds([step], a.warmup, a.iters)
             report(mode, shape, ts, tokens)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"# peak resident memory of the process: {peak_mb:.0f} MB")
