@@ -255,6 +255,15 @@ impl Runner {
     }
 }
 
+/// Runs the warm-up and timed rounds, one step of each runner per round.
+fn run_rounds(runners: &mut [Runner], o: &Options) {
+    for _ in 0..o.warmup + o.iters {
+        for runner in runners.iter_mut() {
+            runner.step(o);
+        }
+    }
+}
+
 /// Per-round ratios of `other`'s step time to `first`'s from interleaved runs: the steps of one
 /// round ran back to back, so the host's drift between rounds cancels. Prints their geometric mean
 /// with a 95 % t interval (on their logarithms) and the range of single rounds.
@@ -320,11 +329,7 @@ fn main() {
             .iter()
             .filter_map(|m| Runner::new(&o, m, &device))
             .unzip();
-        for _ in 0..o.warmup + o.iters {
-            for runner in &mut runners {
-                runner.step(&o);
-            }
-        }
+        run_rounds(&mut runners, &o);
         for (runner, shape) in runners.iter().zip(&shapes) {
             report(runner, shape);
         }
@@ -338,9 +343,7 @@ fn main() {
             let Some((mut runner, shape)) = Runner::new(&o, mode, &device) else {
                 continue;
             };
-            for _ in 0..o.warmup + o.iters {
-                runner.step(&o);
-            }
+            run_rounds(std::slice::from_mut(&mut runner), &o);
             report(&runner, shape);
         }
     }
